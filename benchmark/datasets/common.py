@@ -1,0 +1,82 @@
+"""Helpers shared by the dataset loaders: stem lookup, fingerprints, layout errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmark.types import Dataset, Group, Sample
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    """The dataset's layout or grouping file is wrong; the message names the file or key."""
+
+
+def index_by_stem(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+    """Map file stem → path for the image files in ``folder`` (empty if the folder is absent).
+
+    Two files with the same stem (``a.jpg`` and ``a.png``) are ambiguous and raise.
+    """
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    exts = {e.lower() for e in extensions}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in exts:
+            if path.stem in out:
+                raise DatasetError(f"two files share the stem '{path.stem}': {out[path.stem]} and {path}")
+            out[path.stem] = path
+    return out
+
+
+def fingerprint(name: str, samples: Mapping[str, Sample], groups: Mapping[str, Group], root: Path) -> str:
+    """Hash of the manifest content (ids, groups, relative paths) and every file's size."""
+
+    def rel(p: Path | None) -> list[Any] | None:
+        if p is None:
+            return None
+        try:
+            r = str(p.relative_to(root))
+        except ValueError:
+            r = str(p)
+        return [r, p.stat().st_size if p.exists() else -1]
+
+    payload = {
+        "name": name,
+        "samples": [
+            [s.id, s.group, rel(s.image_path), rel(s.alpha_path), rel(s.trimap_path)]
+            for s in sorted(samples.values(), key=lambda s: s.id)
+        ],
+        "groups": {k: list(g.sample_ids) for k, g in sorted(groups.items())},
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def build_dataset(name: str, root: Path, samples: list[Sample],
+                  group_meta: Mapping[str, Mapping[str, Any]] | None = None,
+                  meta: Mapping[str, Any] | None = None) -> Dataset:
+    """Assemble a :class:`Dataset` from samples (group order = first appearance, ids kept in order)."""
+    by_id: dict[str, Sample] = {}
+    members: dict[str, list[str]] = {}
+    for s in samples:
+        if s.id in by_id:
+            raise DatasetError(f"{name}: duplicate sample id '{s.id}'")
+        by_id[s.id] = s
+        members.setdefault(s.group, []).append(s.id)
+    group_meta = group_meta or {}
+    groups = {k: Group(k, tuple(ids), dict(group_meta.get(k, {}))) for k, ids in members.items()}
+    return Dataset(name=name, root=root, samples=by_id, groups=groups,
+                   fingerprint=fingerprint(name, by_id, groups, root), meta=dict(meta or {}))
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """``path`` as a directory, or a clear error naming it."""
+    if not path.is_dir():
+        raise DatasetError(f"{what} folder not found: {path}")
+    return path

@@ -1,0 +1,84 @@
+"""ICM-57 in its official layout: ``image/``, ``alpha/``, optional ``trimap/`` and a grouping JSON.
+
+The grouping JSON maps an image stem to ``{"class", "sub_class", "HalfOrFull", ...}``; the
+group key is built exactly as the official code does:
+``str(class) + "-" + str(sub_class) + "-" + str(HalfOrFull)`` (a JSON null becomes ``None``).
+Unlike the official loader, image and matte extensions may differ and trimaps are optional.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+from benchmark.datasets.common import DatasetError, build_dataset, index_by_stem, require_dir
+from benchmark.types import Dataset, Sample
+
+
+def icm_group_key(info: dict) -> str:
+    """The official group key ``class-sub_class-HalfOrFull``."""
+    try:
+        return f"{info['class']}-{info['sub_class']}-{info['HalfOrFull']}"
+    except KeyError as exc:
+        raise DatasetError(f"grouping entry lacks {exc}: {info}") from exc
+
+
+def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
+               name: str = "icm57", on_missing: str = "skip") -> Dataset:
+    """Load an ICM-57-style folder.
+
+    ``groups`` defaults to ``<root>/ICM57.json`` (the official name) or the only ``*.json`` in
+    ``root``. ``on_missing``: ``"skip"`` drops entries whose image or matte is missing and
+    lists them in ``dataset.meta["problems"]`` (reported as error rows by the runner);
+    ``"error"`` raises at once.
+    """
+    root = require_dir(Path(root).expanduser(), "dataset root")
+    groups_path = _find_groups_file(root, groups)
+    try:
+        table = json.loads(groups_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{groups_path}: not a readable grouping JSON ({exc})") from exc
+    if not isinstance(table, dict) or not table:
+        raise DatasetError(f"{groups_path}: expected a non-empty object {{image stem: info}}")
+    images = index_by_stem(require_dir(root / "image", "image"))
+    alphas = index_by_stem(require_dir(root / "alpha", "alpha"))
+    trimaps = index_by_stem(root / "trimap")
+    samples, problems = [], []
+    for stem, info in table.items():
+        if not isinstance(info, dict):
+            raise DatasetError(f"{groups_path}: entry '{stem}' is not an object")
+        key = icm_group_key(info)
+        missing = [f"{folder}/{stem}.*" for folder, idx in (("image", images), ("alpha", alphas))
+                   if stem not in idx]
+        if missing:
+            msg = f"{groups_path.name}: key '{stem}' has no file {' or '.join(missing)} under {root}"
+            if on_missing == "error":
+                raise DatasetError(msg)
+            problems.append({"sample": stem, "group": key, "error": msg})
+            continue
+        samples.append(Sample(id=stem, group=key, image_path=images[stem], alpha_path=alphas[stem],
+                              trimap_path=trimaps.get(stem), meta=dict(info)))
+    if problems:
+        warnings.warn(f"{name}: {len(problems)} grouping entries without files were skipped "
+                      f"(first: {problems[0]['error']})", stacklevel=2)
+    if not samples:
+        raise DatasetError(f"{groups_path}: none of its {len(table)} entries has an image and a matte in {root}")
+    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": problems})
+
+
+def _find_groups_file(root: Path, groups: str | os.PathLike | None) -> Path:
+    if groups is not None:
+        p = Path(groups).expanduser()
+        if not p.is_file():
+            raise DatasetError(f"grouping JSON not found: {p}")
+        return p
+    official = root / "ICM57.json"
+    if official.is_file():
+        return official
+    candidates = sorted(root.glob("*.json"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise DatasetError(f"no grouping JSON given (dataset.groups=FILE) and none unique in {root}: "
+                       f"{[c.name for c in candidates]}")

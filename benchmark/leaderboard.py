@@ -1,0 +1,168 @@
+"""Leaderboards from one or more run directories.
+
+Aggregation (per method, dataset, prompt, protocol, resolution, metric protocol and region):
+mean over the targets of a (group, round), then the mean over groups (every group weighs the
+same), then mean ± standard deviation (population, ddof = 0) over rounds. Error rows are
+counted, not averaged. ``complete`` is 1 when every planned episode of every shard is present
+and no row failed. Units follow the reference evaluation code: SAD, Grad and Conn are divided
+by 1000, MSE is the raw mean.
+
+Usage: ``python -m benchmark.leaderboard RUN_DIR [RUN_DIR …] [--out FILE] [--markdown FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from benchmark.io import atomic_write_text
+from benchmark.scoring import METRIC_NAMES
+
+UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
+BOARD_KEYS = ("method", "dataset", "prompt", "protocol", "resolution", "metric_protocol", "region")
+
+
+def _read_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results.csv in {run_dir}")
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _planned(run_dir: Path) -> tuple[int, int, int]:
+    """(planned target evaluations, shard, num_shards) from ``run.json``."""
+    doc = json.loads((run_dir / "run.json").read_text())
+    runner = doc["identity"]["runner"]
+    planned = sum(len(e["targets"]) for e in doc["episodes"])
+    return planned, int(runner["shard"]), int(runner["num_shards"])
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return math.fsum(xs) / len(xs) if xs else math.nan
+
+
+def _std(xs: Sequence[float]) -> float:
+    if not xs:
+        return math.nan
+    m = _mean(xs)
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
+    """One row per board key with mean ± std of each metric, counts and the complete flag."""
+    rows: list[dict[str, str]] = []
+    shards: dict[tuple, set[int]] = defaultdict(set)
+    num_shards: dict[tuple, int] = {}
+    planned: dict[tuple, int] = defaultdict(int)
+    for d in map(Path, run_dirs):
+        run_rows = _read_rows(d)
+        rows.extend(run_rows)
+        n_planned, shard, n_shards = _planned(d)
+        ok_rows = [r for r in run_rows if r["status"] == "ok"]
+        for key in {tuple(r[k] for k in BOARD_KEYS[:-1]) for r in run_rows}:
+            shards[key].add(shard)
+            num_shards[key] = n_shards
+            planned[key] += n_planned
+        del ok_rows
+    # (board key) → (round) → (group) → list of per-target values
+    values: dict[tuple, dict[str, dict[str, list[dict[str, float]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    errors: dict[tuple, int] = defaultdict(int)
+    targets: dict[tuple, set] = defaultdict(set)
+    for r in rows:
+        base = tuple(r[k] for k in BOARD_KEYS[:-1])
+        if r["status"] != "ok":
+            errors[base] += 1
+            continue
+        key = (*base, r["region"])
+        values[key][r["round"]][r["group"]].append({m: float(r[m]) for m in METRIC_NAMES})
+        targets[key].add((r["round"], r["group"], r["target"]))
+    out: list[dict[str, object]] = []
+    for key in sorted(values):
+        base = key[:-1]
+        per_round: dict[str, list[float]] = {m: [] for m in METRIC_NAMES}
+        groups: set[str] = set()
+        for _round, by_group in sorted(values[key].items()):
+            groups.update(by_group)
+            for m in METRIC_NAMES:
+                group_means = [_mean([v[m] for v in vals]) for vals in by_group.values()]
+                per_round[m].append(_mean(group_means))
+        n_targets = len(targets[key])
+        complete = (shards[base] == set(range(num_shards[base])) and errors[base] == 0
+                    and n_targets == planned[base])
+        row: dict[str, object] = dict(zip(BOARD_KEYS, key, strict=True))
+        for m in METRIC_NAMES:
+            row[f"{m} ({UNITS[m]})"] = per_round[m] and _mean(per_round[m])
+            row[f"{m} std"] = per_round[m] and _std(per_round[m])
+        row.update({"rounds": len(values[key]), "groups": len(groups), "targets": n_targets,
+                    "errors": errors[base], "complete": int(complete)})
+        out.append(row)
+    return out
+
+
+def to_csv(board: list[dict[str, object]]) -> str:
+    if not board:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(board[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in board:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def to_markdown(board: list[dict[str, object]]) -> str:
+    """A paper-ready table: one line per board key, metrics as mean ± std over rounds."""
+    head = ["method", "dataset", "prompt", "region", *(f"{m} ({UNITS[m]})" for m in METRIC_NAMES),
+            "groups", "targets", "errors", "complete"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in board:
+        cells = [str(row["method"]), str(row["dataset"]), str(row["prompt"]), str(row["region"])]
+        for m in METRIC_NAMES:
+            mean, std = row[f"{m} ({UNITS[m]})"], row[f"{m} std"]
+            fmt = ".5f" if m == "MSE" else ".3f"
+            cells.append(f"{mean:{fmt}} ± {std:{fmt}}")
+        cells += [str(row["groups"]), str(row["targets"]), str(row["errors"]), "yes" if row["complete"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(run_dirs: Sequence[str | Path], out: str | Path, markdown: str | Path | None = None) -> list:
+    """Write the CSV (and a Markdown twin, ``<out>.md`` by default) atomically."""
+    board = leaderboard(run_dirs)
+    atomic_write_text(out, to_csv(board))
+    md = Path(markdown) if markdown else Path(out).with_suffix(".md")
+    atomic_write_text(md, to_markdown(board))
+    return board
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.leaderboard",
+        description="Merge the results of one or more run directories (e.g. shards) into a leaderboard: "
+                    "mean over targets per (group, round), then over groups, then mean ± std over rounds.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories holding results.csv and run.json")
+    parser.add_argument("--out", type=Path, help="CSV file to write (default: print the Markdown table)")
+    parser.add_argument("--markdown", type=Path, help="Markdown file to write (default: <out>.md)")
+    args = parser.parse_args(argv)
+    try:
+        if args.out:
+            board = write_leaderboard(args.run_dirs, args.out, args.markdown)
+        else:
+            board = leaderboard(args.run_dirs)
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(to_markdown(board))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
