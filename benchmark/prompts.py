@@ -34,7 +34,7 @@ def foreground_of(alpha: np.ndarray) -> np.ndarray:
     return a > 127 if a.dtype == np.uint8 else a > 0.5
 
 
-def make_prompt(kind: str, alpha: np.ndarray, *, seed: int, group: str, round: int, reference: str,
+def make_prompt(kind: str, alpha: np.ndarray, *, seed: int, group: str, round_index: int, reference: str,
                 strokes: int = 3, width_fraction: float = 0.01, margin_fraction: float = 0.02,
                 num_fg: int = 5, num_bg: int = 0) -> Prompt:
     """Draw the ``kind`` prompt for one reference; identical for identical inputs and seed."""
@@ -46,7 +46,7 @@ def make_prompt(kind: str, alpha: np.ndarray, *, seed: int, group: str, round: i
         raise PromptError(f"reference '{reference}': no pixel with alpha > 0.5, cannot draw a {kind} prompt")
     if kind == "mask":
         return Prompt("mask", shape, mask=fg)
-    rng = rng_for(seed, "prompt", kind, group, round, reference)
+    rng = rng_for(seed, "prompt", kind, group, round_index, reference)
     long_side = max(shape)
     margin = max(1, round(margin_fraction * long_side))
     if kind == "points":

@@ -309,7 +309,7 @@ class Runner:
         if path.exists():
             return load_prompt(path)
         prompt = make_prompt(self.prompt_kind, ref.alpha, seed=self.r["seed"], group=episode.group,
-                             round=episode.round, reference=ref.sample.id, **self.prompt_params)
+                             round_index=episode.round, reference=ref.sample.id, **self.prompt_params)
         save_prompt(path, prompt)
         return prompt
 

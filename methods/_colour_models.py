@@ -18,8 +18,8 @@ from scipy import ndimage as ndi
 #: Bins of the colour histogram (L, a, b) and their ranges on OpenCV's 8-bit Lab scale.
 L_BINS, AB_BINS = 10, 20
 AB_RANGE = (48.0, 208.0)  # a, b beyond this range are rare in natural photos and clipped
-TEX_BINS = 10
-TEX_RANGE = (-6.0, 0.0)  # log of the local gradient energy (image in [0, 1])
+TEX_BINS = 11
+TEX_RANGE = (-5.5, 0.0)  # log of the local gradient energy (image in [0, 1])
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class AttentionCapture:
     def __init__(self, chunk_bytes: int = 32 << 20) -> None:
         self.chunk_bytes = int(chunk_bytes)
         self.ensemble = 1
-        self.stop_early = True
+        self.stop_early = False
         self.pending: set[str] = set()
         self.capture_layers: set[str] = set()
         self.sums: dict[str, torch.Tensor] = {}
@@ -48,6 +48,7 @@ class AttentionCapture:
     def end(self) -> None:
         """Forget the pass's settings (the sums stay readable until the next ``begin``)."""
         self.capture_layers, self.pending = set(), set()
+        self.stop_early = False
 
     def wants(self, layer: str) -> bool:
         return layer in self.capture_layers
