@@ -11,9 +11,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from metrics.io import AlphaDecodeError, read_alpha, read_trimap
+from PIL import Image
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # 24-Mpx photos are normal here; keep a guard against bombs
 

@@ -73,7 +73,8 @@ def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
             planned[key] += n_planned
         del ok_rows
     # (board key) → (round) → (group) → list of per-target values
-    values: dict[tuple, dict[str, dict[str, list[dict[str, float]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    values: dict[tuple, dict[str, dict[str, list[dict[str, float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     errors: dict[tuple, int] = defaultdict(int)
     targets: dict[tuple, set] = defaultdict(set)
     for r in rows:
@@ -153,10 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="Markdown file to write (default: <out>.md)")
     args = parser.parse_args(argv)
     try:
-        if args.out:
-            board = write_leaderboard(args.run_dirs, args.out, args.markdown)
-        else:
-            board = leaderboard(args.run_dirs)
+        board = write_leaderboard(args.run_dirs, args.out, args.markdown) if args.out else leaderboard(args.run_dirs)
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

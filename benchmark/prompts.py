@@ -13,6 +13,7 @@ A prompt that cannot be drawn (an object too small to hold a stroke or a point) 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def _strokes(core: np.ndarray, n: int, width: int, rng: np.random.Generator) -> 
     for _ in range(n):
         pick = rng.integers(len(ys), size=4)
         verts = np.stack([ys[pick], xs[pick]], axis=1).astype(np.float64)
-        for a, b in zip(verts[:-1], verts[1:], strict=True):
+        for a, b in itertools.pairwise(verts):
             steps = int(np.abs(b - a).max()) + 1
             t = np.linspace(0.0, 1.0, steps)[:, None]
             line = np.rint(a + t * (b - a)).astype(np.int64)
@@ -125,6 +126,6 @@ def load_prompt(path: Path) -> Prompt:
         mask = None
         if "mask" in data:
             mask = np.unpackbits(data["mask"], count=shape[0] * shape[1]).astype(bool).reshape(shape)
-        scribble = data["scribble"] if "scribble" in data else None
+        scribble = data.get("scribble")
     points = tuple((int(y), int(x), bool(f)) for y, x, f in meta["points"])
     return Prompt(meta["kind"], shape, mask=mask, scribble=scribble, points=points)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from benchmark.datasets import load_dataset
 from benchmark.leaderboard import write_leaderboard
-from benchmark.runner import _fmt, _write_csv
+from benchmark.runner import _fmt, _write_csv, collect_rows
 from benchmark.scoring import METRIC_NAMES, ScoreJob, score
 from benchmark.views import load_view
 
@@ -58,16 +58,7 @@ def rescore(run_dir: Path) -> tuple[int, float]:
                     row[m] = _fmt(new)
             count += 1
         _write_csv(path, rows)
-    # results.csv follows the plan order, exactly as the runner writes it.
-    from benchmark.runner import _slug
-
-    names = [f"{_slug(e['key'])}.csv" for e in doc["episodes"]] + ["_dataset_problems.csv"]
-    rows = []
-    for name in names:
-        p = run_dir / "episodes" / name
-        if p.exists():
-            with p.open(newline="") as fh:
-                rows.extend(csv.DictReader(fh))
+    rows = collect_rows(run_dir, [e["key"] for e in doc["episodes"]])
     _write_csv(run_dir / "results.csv", rows)
     write_leaderboard([run_dir], run_dir / "leaderboard.csv")
     return count, worst

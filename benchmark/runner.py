@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ import numpy as np
 from benchmark.datasets import load_dataset
 from benchmark.episodes import plan_episodes, shard_groups
 from benchmark.io import atomic_write_text, quantize_alpha, write_png
-from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
+from benchmark.prompts import load_prompt, make_prompt, save_prompt
 from benchmark.scoring import METRIC_NAMES, REGIONS, ScoreJob, ScoreResult, score, trimap_for
 from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
@@ -155,7 +155,7 @@ class Runner:
         if pending:
             self._run_pending(dataset, pending, ep_dir, identity)
         self._write_problem_rows(dataset, skipped, ep_dir)
-        rows = self._collect(episodes, ep_dir)
+        rows = collect_rows(self.out, [e.key for e in episodes])
         self._write_results(rows)
         from benchmark.leaderboard import write_leaderboard
 
@@ -220,7 +220,7 @@ class Runner:
                 method.prepare([])
             prepare_s = (time.perf_counter() - t0) / max(1, len(episode.targets))
             self.stats.method_s += time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        except Exception as exc:
             self._maybe_raise(exc)
             progress.update(len(episode.targets))
             return [self._error_row(base, t, f"reference: {_describe(exc)}") for t in episode.targets]
@@ -234,7 +234,7 @@ class Runner:
             for tid in batch_ids:
                 try:
                     views.append(cache.get(dataset.samples[tid]))
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self._maybe_raise(exc)
                     rows.append(self._error_row(base, tid, _describe(exc)))
                     progress.update(1)
@@ -248,7 +248,7 @@ class Runner:
                 self.stats.method_s += dt
                 if len(preds) != len(views):
                     raise ValueError(f"method returned {len(preds)} predictions for {len(views)} targets")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._maybe_raise(exc)
                 rows.extend(self._error_row(base, v.sample.id, f"method: {_describe(exc)}") for v in views)
                 progress.update(len(views))
@@ -279,12 +279,13 @@ class Runner:
                 if isinstance(result, Future):
                     self.stats.metrics_s += res.seconds
                     progress.update(1)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._maybe_raise(exc)
                 rows.append(self._error_row(base, tid, f"metrics: {_describe(exc)}", secs))
                 continue
             for region in self.r["regions"]:
-                row = dict(base, target=tid, region=region, trimap_source=res.trimap_source if region == "unknown" else "",
+                source = res.trimap_source if region == "unknown" else ""
+                row = dict(base, target=tid, region=region, trimap_source=source,
                            seconds=f"{secs:.4f}", status="ok", error="")
                 row.update({m: _fmt(res.values[region][m]) for m in METRIC_NAMES})
                 rows.append(row)
@@ -345,18 +346,6 @@ class Runner:
         rows = [self._error_row(dict(base, group=p["group"]), p["sample"], f"dataset: {p['error']}")
                 for p in problems]
         _write_csv(ep_dir / "_dataset_problems.csv", rows)
-
-    def _collect(self, episodes: list[Episode], ep_dir: Path) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        names = [f"{_slug(e.key)}.csv" for e in episodes]
-        if (ep_dir / "_dataset_problems.csv").exists():
-            names.append("_dataset_problems.csv")
-        for name in names:
-            path = ep_dir / name
-            if path.exists():
-                with path.open(newline="") as fh:
-                    rows.extend(csv.DictReader(fh))
-        return rows
 
     def _write_results(self, rows: list[dict[str, Any]]) -> None:
         t0 = time.perf_counter()
@@ -436,7 +425,13 @@ class _scoring_pool:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def iter_result_rows(run_dir: Path) -> Iterator[dict[str, str]]:
-    """Rows of ``run_dir/results.csv``."""
-    with (run_dir / "results.csv").open(newline="") as fh:
-        yield from csv.DictReader(fh)
+def collect_rows(run_dir: Path, episode_keys: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of the finished episodes in plan order, then the dataset-problem rows."""
+    ep_dir = run_dir / "episodes"
+    rows: list[dict[str, str]] = []
+    for name in [*(f"{_slug(k)}.csv" for k in episode_keys), "_dataset_problems.csv"]:
+        path = ep_dir / name
+        if path.exists():
+            with path.open(newline="") as fh:
+                rows.extend(csv.DictReader(fh))
+    return rows

@@ -56,7 +56,7 @@ def test_singletons_self_and_multi_reference(dataset):
     eps, skipped = plan_episodes(dataset, "paper", rounds=2, references=3)
     assert {s.group for s in skipped} == {"solo", "pair"}
     assert all(len(e.references) == 3 and len(e.targets) == 1 for e in eps)
-    with pytest.raises(ValueError, match="1..4"):
+    with pytest.raises(ValueError, match=r"1\.\.4"):
         plan_episodes(dataset, references=5)
 
 
@@ -131,7 +131,7 @@ def test_manifest_round_trip_and_fingerprint(tmp_path):
     doc = json.loads((root / "manifest.json").read_text())
     doc["samples"][0]["image"] = "nope.png"
     (root / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match="nope.png"):
+    with pytest.raises(DatasetError, match=r"nope\.png"):
         load_manifest(root=str(root))
 
 
@@ -167,7 +167,7 @@ def test_icm58_dev_loads_with_official_group_keys(icm58_dev):
 
 
 def test_registries_suggest_close_names():
-    with pytest.raises(UnknownNameError, match="did you mean 'classical'"):
+    with pytest.raises(UnknownNameError, match=r"did you mean 'classical'"):
         METHODS.get("clasical")
     with pytest.raises(UnknownNameError, match="available: aim500"):
         DATASETS.get("zzz")
