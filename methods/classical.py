@@ -30,7 +30,7 @@ import numpy as np
 from benchmark.types import BACKGROUND, FOREGROUND
 from methods._colour_models import Features, HistogramModel, features, log_ratio
 from methods._guided_filter import guided_filter
-from methods._matting import SOLVERS, solve_alpha
+from methods._matting import SOLVERS, solve_alpha, solve_alpha_soft
 from methods.base import BaseMethod, MethodError, MethodInfo, Reference, Target
 from methods.resize import resize_alpha, resize_image, working_size
 
@@ -95,7 +95,8 @@ class ClassicalMethod(BaseMethod):
                  prior_weight: float = 1.0, prior_blur: float = 0.08, self_iters: int = 3,
                  ref_weight: float = 0.5, target_weight: float = 1.0, smooth_radius: float = 0.01,
                  smooth_eps: float = 1e-3, fg_threshold: float = 0.8, bg_threshold: float = 0.2,
-                 band: float = 0.01, epsilon: float = 1e-6, seed_radius: float = 0.02) -> None:
+                 band: float = 0.01, epsilon: float = 1e-6, seed_radius: float = 0.02,
+                 soft_lambda: float = 0.1) -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"classical: solver must be one of {list(SOLVERS)}, got '{solver}'")
@@ -118,6 +119,7 @@ class ClassicalMethod(BaseMethod):
         self.band = float(band)
         self.epsilon = float(epsilon)
         self.seed_radius = float(seed_radius)
+        self.soft_lambda = float(soft_lambda)
         self._fg: HistogramModel | None = None
         self._bg: HistogramModel | None = None
         self._prior: np.ndarray | None = None
@@ -250,5 +252,9 @@ class ClassicalMethod(BaseMethod):
         size = image.shape[:2]
         p = self.soft_foreground(image)
         small = resize_image(image, p.shape).astype(np.float64) / 255.0
-        alpha = solve_alpha(small, self.pseudo_trimap(p), self.solver, self.epsilon)
+        trimap = self.pseudo_trimap(p)
+        if self.soft_lambda > 0 and self.solver == "cf":
+            alpha = solve_alpha_soft(small, trimap, p, np.abs(2.0 * p - 1.0), self.soft_lambda, self.epsilon)
+        else:
+            alpha = solve_alpha(small, trimap, self.solver, self.epsilon)
         return resize_alpha(alpha, size)

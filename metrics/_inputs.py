@@ -68,6 +68,15 @@ def _check_matte(a: object, name: str) -> np.ndarray:
     return arr
 
 
+def _canonical(a: np.ndarray) -> np.ndarray:
+    """C-contiguous, aligned and writable (copied only if not): one compiled kernel per dtype.
+
+    numba types read-only arrays (e.g. ``np.asarray`` of a PIL image) separately, which
+    would cost a second compilation.
+    """
+    return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED", "WRITEABLE"))
+
+
 def _to_scale(arr: np.ndarray, protocol: Protocol) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.astype(np.float64)
@@ -84,7 +93,7 @@ def make_pair(pred: object, gt: object, protocol: str = "dim") -> Pair:
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
     if p.dtype == np.uint8 and g.dtype == np.uint8:
-        return Pair(np.ascontiguousarray(p), np.ascontiguousarray(g), proto)
+        return Pair(_canonical(p), _canonical(g), proto)
     return Pair(_to_scale(p, proto), _to_scale(g, proto), proto)
 
 
@@ -97,7 +106,7 @@ def region_mask(region: object, shape: tuple[int, ...]) -> np.ndarray | None:
         raise TypeError(f"region must be a boolean mask, got dtype {m.dtype}")
     if m.shape != shape:
         raise ValueError(f"region shape {m.shape} differs from the matte shape {shape}")
-    return np.ascontiguousarray(m)
+    return _canonical(m)
 
 
 def unknown_mask(trimap: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -113,4 +122,4 @@ def unknown_mask(trimap: object, shape: tuple[int, ...]) -> np.ndarray:
         raise TypeError(f"trimap must be an integer array (uint8 0/128/255), got dtype {t.dtype}")
     if t.shape != shape:
         raise ValueError(f"trimap shape {t.shape} differs from the matte shape {shape}")
-    return np.ascontiguousarray(t == 128)
+    return _canonical(t == 128)

@@ -4,7 +4,9 @@ The official code materialises every captured layer's full score matrix
 ([E·heads, T, T], ≈ 850 MB per 48² layer in fp32) and averages afterwards. Here a custom
 diffusers attention processor adds each head's softmax map, one head and one query chunk
 at a time, into a single fp32 running sum per resolution ([B, T, T]). The layer's real
-output is still ``F.scaled_dot_product_attention``. The capture can also end the UNet pass
+output is ``F.scaled_dot_product_attention`` (``impl="sdpa"``), or, to reproduce the
+official numerics (its xformers kernel computes exact fp32 softmax attention), an explicit
+chunked fp32 softmax attention (``impl="math"``). The capture can also end the UNet pass
 (:class:`StopForward`) as soon as everything requested has been collected.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+
+IMPLS = ("sdpa", "math")
 
 
 class StopForward(Exception):  # noqa: N818 - control flow, not an error
@@ -53,36 +57,35 @@ class AttentionCapture:
     def wants(self, layer: str) -> bool:
         return layer in self.capture_layers
 
+    def is_last(self, tag: str) -> bool:
+        """True if producing ``tag`` ends the pass (its own output is then not needed)."""
+        return self.stop_early and self.pending <= {tag}
+
     def done(self, tag: str) -> None:
         """Mark ``tag`` produced; stop the pass if nothing else is needed."""
         self.pending.discard(tag)
         if self.stop_early and not self.pending:
             raise StopForward
 
-    def accumulate(self, group: str, query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
-        """Add softmax(q·kᵀ·scale) averaged over ensemble and heads to the ``group`` sum.
+    def chunk_rows(self, batch: int, keys: int) -> int:
+        """Query rows per chunk so one [batch, rows, keys] fp32 block fits ``chunk_bytes``."""
+        return max(1, self.chunk_bytes // (4 * batch * keys))
 
-        ``query``/``key``: [B·E, heads, T, d] (diffusers' batch-major layout, item b's
-        ensemble members at b·E … b·E+E−1). Computed in fp32, one head and query chunk
-        at a time, so the peak extra memory is one [B, T, T] sum plus one chunk.
+    def add(self, group: str, probs: torch.Tensor, row0: int, rows_total: int, heads: int) -> None:
+        """Add one head's probabilities for query rows ``row0…`` ([B·E, rows, T_k]) to ``group``.
+
+        Each item's ensemble members (b·E … b·E+E−1, diffusers' batch-major layout) are summed
+        and weighted by 1/(E·heads), so after all heads the layer contributes its mean map.
         """
-        be, heads, t_q, _ = query.shape
-        t_k = key.shape[2]
+        be, rows, t_k = probs.shape
         e = self.ensemble
-        b = be // e
         acc = self.sums.get(group)
         if acc is None:
-            acc = torch.zeros(b, t_q, t_k, dtype=torch.float32, device=query.device)
+            acc = torch.zeros(be // e, rows_total, t_k, dtype=torch.float32, device=probs.device)
             self.sums[group] = acc
-        weight = 1.0 / (e * heads)
-        chunk = max(1, min(t_q, self.chunk_bytes // (4 * be * t_k)))
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            for h in range(heads):
-                k_h = key[:, h].float().transpose(-1, -2)
-                for c0 in range(0, t_q, chunk):
-                    c1 = min(t_q, c0 + chunk)
-                    p = (torch.matmul(query[:, h, c0:c1].float(), k_h) * scale).softmax(dim=-1)
-                    acc[:, c0:c1] += p.view(b, e, c1 - c0, t_k).sum(dim=1) * weight
+        acc[:, row0 : row0 + rows] += probs.view(be // e, e, rows, t_k).sum(dim=1) * (1.0 / (e * heads))
+
+    def finish_layer(self, group: str) -> None:
         self.layers[group] = self.layers.get(group, 0) + 1
 
     def mean(self, group: str) -> torch.Tensor:
@@ -92,13 +95,57 @@ class AttentionCapture:
         return self.sums[group] / self.layers[group]
 
 
-class CaptureAttnProcessor:
-    """Drop-in for diffusers' ``AttnProcessor2_0`` that also feeds :class:`AttentionCapture`."""
+def chunked_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor | None,
+    scale: float,
+    mask: torch.Tensor | None,
+    capture: AttentionCapture | None,
+    group: str | None,
+) -> torch.Tensor | None:
+    """fp32 softmax attention, one head and query chunk at a time.
 
-    def __init__(self, capture: AttentionCapture, layer: str, group: str) -> None:
-        self.capture = capture
-        self.layer = layer
-        self.group = group
+    ``query``/``key``/``value``: [B·E, heads, T, d]. Feeds the probabilities to ``capture``
+    (if given) and returns the attention output (if ``value`` is given) in ``query.dtype``.
+    """
+    be, heads, t_q, _ = query.shape
+    t_k = key.shape[2]
+    rows = capture.chunk_rows(be, t_k) if capture is not None else max(1, (32 << 20) // (4 * be * t_k))
+    out = None if value is None else torch.empty(*query.shape[:3], value.shape[-1], dtype=torch.float32, device=query.device)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        for h in range(heads):
+            k_t = key[:, h].float().transpose(-1, -2)
+            v_h = None if value is None else value[:, h].float()
+            for r0 in range(0, t_q, rows):
+                r1 = min(t_q, r0 + rows)
+                logits = torch.matmul(query[:, h, r0:r1].float(), k_t) * scale
+                if mask is not None:
+                    m = mask[:, h if mask.shape[1] > 1 else 0]
+                    logits = logits + (m if m.shape[-2] == 1 else m[:, r0:r1]).float()
+                p = logits.softmax(dim=-1)
+                if capture is not None and group is not None:
+                    capture.add(group, p, r0, t_q, heads)
+                if out is not None and v_h is not None:
+                    out[:, h, r0:r1] = torch.matmul(p, v_h)
+    if capture is not None and group is not None:
+        capture.finish_layer(group)
+    return None if out is None else out.to(query.dtype)
+
+
+class CaptureAttnProcessor:
+    """Drop-in for diffusers' ``AttnProcessor2_0`` that can also feed :class:`AttentionCapture`.
+
+    ``layer``/``group`` name a capturing self-attention layer (``None`` for any other layer);
+    ``impl`` selects the output computation (``sdpa`` or ``math``).
+    """
+
+    def __init__(
+        self, capture: AttentionCapture | None, layer: str | None = None, group: str | None = None, impl: str = "sdpa"
+    ) -> None:
+        if impl not in IMPLS:
+            raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
+        self.capture, self.layer, self.group, self.impl = capture, layer, group, impl
 
     def __call__(
         self,
@@ -141,14 +188,24 @@ class CaptureAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        if is_self and self.capture.wants(self.layer):
-            self.capture.accumulate(self.group, query, key, attn.scale)
-            self.capture.done(self.layer)
-
-        hidden_states = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
-        )
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        capture = self.capture
+        capturing = is_self and capture is not None and self.layer is not None and capture.wants(self.layer)
+        if capturing:
+            last = capture.is_last(self.layer)  # the pass ends here: this layer's output is unused
+            want_out = self.impl == "math" and not last
+            out = chunked_attention(
+                query, key, value if want_out else None, attn.scale, attention_mask, capture, self.group
+            )
+            capture.done(self.layer)
+        elif self.impl == "math":
+            out = chunked_attention(query, key, value, attn.scale, attention_mask, None, None)
+        else:
+            out = None
+        if out is None:
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
+            )
+        hidden_states = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
         if input_ndim == 4:

@@ -52,8 +52,22 @@ class ExtractorSettings:
     posterior: str = "sample"  # "sample" (official) or "mean" (deterministic latents)
     noise_seed: int = 0
     attn_chunk_bytes: int = 32 << 20
+    #: "sdpa" (fast) or "math" (explicit fp32 softmax attention in every UNet/VAE attention
+    #: layer, as the official xformers kernel computes it; used for golden parity).
+    attention_impl: str = "sdpa"
+    #: Encode each ensemble member separately (official); False encodes each image once.
+    vae_per_member: bool = False
+    #: Run the UNet on channels-last latents (what the official CPU run did; fast on GPUs too).
+    channels_last: bool = True
+
+    @classmethod
+    def official_numerics(cls, **overrides) -> ExtractorSettings:
+        """Settings that reproduce the official computation most closely (slower)."""
+        return cls(**{"attention_impl": "math", "vae_per_member": True, "channels_last": True, **overrides})
 
     def __post_init__(self) -> None:
+        if self.attention_impl not in ("sdpa", "math"):
+            raise ValueError(f"attention_impl must be 'sdpa' or 'math', got {self.attention_impl!r}")
         if self.posterior not in ("sample", "mean"):
             raise ValueError(f"posterior must be 'sample' or 'mean', got {self.posterior!r}")
         if self.ensemble_size < 1:
@@ -191,13 +205,20 @@ class SDFeatureExtractor(nn.Module):
         self.capture = AttentionCapture(self.settings.attn_chunk_bytes)
         self._up_out: dict[int, torch.Tensor] = {}
         self._groups: dict[str, list[str]] = {"low": [], "high": []}
+        impl = self.settings.attention_impl
         for name, module in self.unet.named_modules():
-            if not name.endswith("attn1"):
+            if not hasattr(module, "set_processor"):
                 continue
-            for group, prefixes in CAPTURE_BLOCKS.items():
-                if name.startswith(prefixes):
-                    module.set_processor(CaptureAttnProcessor(self.capture, name, group))
-                    self._groups[group].append(name)
+            group = next((g for g, pre in CAPTURE_BLOCKS.items() if name.startswith(pre)), None)
+            if name.endswith("attn1") and group is not None:
+                module.set_processor(CaptureAttnProcessor(self.capture, name, group, impl))
+                self._groups[group].append(name)
+            elif impl == "math":
+                module.set_processor(CaptureAttnProcessor(None, impl=impl))
+        if impl == "math":
+            for module in self.vae.modules():
+                if hasattr(module, "set_processor"):
+                    module.set_processor(CaptureAttnProcessor(None, impl=impl))
         if not all(self._groups.values()):
             raise SDModelError("iconmatting: UNet has no self-attention layers in the official capture blocks")
         for i in (0, 1):
@@ -271,20 +292,27 @@ class SDFeatureExtractor(nn.Module):
         The VAE runs once per image in fp32; the ensemble copies share its mean/std.
         """
         e = self.settings.ensemble_size
-        dist = self.vae.encode(images.to(self.device, torch.float32)).latent_dist
-        mean = dist.mean.repeat_interleave(e, dim=0)
+        images = images.to(self.device, torch.float32)
+        if self.settings.vae_per_member:
+            dist = self.vae.encode(images.repeat_interleave(e, dim=0)).latent_dist
+            mean, std = dist.mean, dist.std
+        else:
+            dist = self.vae.encode(images).latent_dist
+            mean, std = dist.mean.repeat_interleave(e, dim=0), dist.std.repeat_interleave(e, dim=0)
         if self.settings.posterior == "mean":
             z = mean
         else:
             if eps is None:
                 eps = self.draw_noise(images.shape[0], tuple(mean.shape[-2:]))[0]
-            z = mean + dist.std.repeat_interleave(e, dim=0) * eps.to(mean.device, mean.dtype)
+            z = mean + std * eps.to(mean.device, mean.dtype)
         return (z * self.vae.config.scaling_factor).contiguous()
 
     # ------------------------------------------------------------------ UNet pass
     def _unet_pass(self, latents: torch.Tensor, noise: torch.Tensor, groups: tuple[str, ...], up: tuple[int, ...]):
         t = torch.tensor(self.settings.timestep, dtype=torch.long, device=latents.device)
         noisy = self.scheduler.add_noise(latents, noise.to(latents.device, latents.dtype), t)
+        if self.settings.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
         emb = self.prompt_embeds.expand(noisy.shape[0], -1, -1).to(noisy.device)
         layers = [name for g in groups for name in self._groups[g]]
         self._up_out = {}

@@ -122,16 +122,23 @@ def decoder_parity(case_dir: str | Path) -> ParityReport:
 
 
 # --------------------------------------------------------------------------- features
-def features_parity(fe_dir: str | Path) -> ParityReport:
-    """Run our extractor on the golden tiny SD with the recorded noise; compare with the official outputs."""
+def features_parity(fe_dir: str | Path, numerics: str = "official") -> ParityReport:
+    """Run our extractor on the golden tiny SD with the recorded noise; compare with the official outputs.
+
+    ``numerics="official"`` uses :meth:`ExtractorSettings.official_numerics` (explicit fp32
+    attention everywhere, VAE per ensemble member); ``"fast"`` the default SDPA settings.
+    """
     fe_dir = Path(fe_dir)
     man = json.loads((fe_dir / "manifest.json").read_text())
     params = man.get("extractor_params", {})
-    settings = ExtractorSettings(
-        timestep=int(params.get("time_steps", [200])[0]),
-        ensemble_size=int(params.get("ensemble_size", 4)),
-        posterior="sample",
-    )
+    common = {
+        "timestep": int(params.get("time_steps", [200])[0]),
+        "ensemble_size": int(params.get("ensemble_size", 4)),
+        "posterior": "sample",
+    }
+    if numerics not in ("official", "fast"):
+        raise ValueError(f"numerics must be 'official' or 'fast', got {numerics!r}")
+    settings = ExtractorSettings.official_numerics(**common) if numerics == "official" else ExtractorSettings(**common)
     ext = SDFeatureExtractor.from_pretrained(fe_dir / man.get("tiny_model", {}).get("dir", "tiny_sd"), settings)
     rep = ParityReport()
     rep.compare("prompt_embeds", ext.prompt_embeds, _npy(fe_dir, "prompt_embeds"), FEATURE_TOL)
@@ -175,10 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("kind", choices=("decoder", "features"))
     ap.add_argument("folder", type=Path)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument(
+        "--numerics",
+        choices=("official", "fast"),
+        default="official",
+        help="features only: 'official' = explicit fp32 attention + VAE per member (default); 'fast' = SDPA path",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     try:
-        rep = decoder_parity(args.folder) if args.kind == "decoder" else features_parity(args.folder)
+        if args.kind == "decoder":
+            rep = decoder_parity(args.folder)
+        else:
+            rep = features_parity(args.folder, args.numerics)
     except (OSError, ValueError) as e:
         print(f"{args.kind} parity ERROR: {e}")
         return 2

@@ -1,0 +1,214 @@
+"""Property tests: fast path == straightforward path, and both == a brute-force oracle.
+
+The oracle below is written from the definitions in ``shared/docs/metrics.md`` only: a
+literal 9×9 convolution on an edge-padded, min-max normalised matte, and the Conn loop with
+a breadth-first labeller that numbers components in column-major order and exact rational
+arithmetic. It is slow and only meant for tiny mattes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from metrics import METRIC_NAMES, evaluate, numba_available
+
+needs_numba = pytest.mark.skipif(not numba_available(), reason="numba not installed")
+
+BOUNDARY = [0, 1, 25, 26, 38, 39, 51, 52, 76, 77, 102, 103, 127, 128, 153, 154, 178, 179, 204, 205, 229, 230,
+            254, 255]
+
+
+@st.composite
+def matte_pairs(draw, max_side: int = 9):
+    h = draw(st.integers(1, max_side))
+    w = draw(st.integers(1, max_side))
+    values = st.sampled_from(BOUNDARY) if draw(st.booleans()) else st.integers(0, 255)
+    p = draw(arrays(np.uint8, (h, w), elements=values))
+    g = draw(arrays(np.uint8, (h, w), elements=values))
+    t = draw(arrays(np.uint8, (h, w), elements=st.sampled_from([0, 128, 255])))
+    return p, g, t
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def _oracle_kernel() -> np.ndarray:
+    sigma, eps = 1.4, 0.01
+    half = math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * eps)))
+    size = 2 * half + 1
+    hx = np.zeros((size, size))
+    for i in range(size):
+        for j in range(size):
+            u, v = i - half, j - half
+            gu = math.exp(-u * u / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+            gv = math.exp(-v * v / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+            hx[i, j] = gu * (-v * gv / sigma**2)
+    return hx / math.sqrt((hx**2).sum())
+
+
+def _oracle_amp(a: np.ndarray) -> np.ndarray:
+    x = a.astype(np.float64)
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / (hi - lo) if hi > lo else np.clip(x, 0, 1)
+    hx = _oracle_kernel()
+    r = hx.shape[0] // 2
+    pad = np.pad(x, r, mode="edge")
+    h, w = x.shape
+    gx = np.zeros_like(x)
+    gy = np.zeros_like(x)
+    for i in range(2 * r + 1):
+        for j in range(2 * r + 1):  # true convolution: image index y - (i - r)
+            win = pad[2 * r - i:2 * r - i + h, 2 * r - j:2 * r - j + w]
+            gx += hx[i, j] * win
+            gy += hx[j, i] * win
+    return np.sqrt(gx**2 + gy**2)
+
+
+def _components_colmajor(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    h, w = mask.shape
+    seen = np.zeros_like(mask)
+    comps = []
+    for x in range(w):
+        for y in range(h):
+            if mask[y, x] and not seen[y, x]:
+                comp, todo = [], deque([(y, x)])
+                seen[y, x] = True
+                while todo:
+                    cy, cx = todo.popleft()
+                    comp.append((cy, cx))
+                    for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                        if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            todo.append((ny, nx))
+                comps.append(comp)
+    return comps
+
+
+def _oracle_conn_map(p: np.ndarray, g: np.ndarray) -> list[list[Fraction]]:
+    h, w = p.shape
+    level: list[list[Fraction | None]] = [[None] * w for _ in range(h)]
+    for i in range(1, 11):
+        both = (10 * p.astype(int) >= 255 * i) & (10 * g.astype(int) >= 255 * i)
+        comps = _components_colmajor(both)
+        omega = set()
+        if comps:
+            best = max(len(c) for c in comps)
+            omega = set(next(c for c in comps if len(c) == best))  # first maximum, column-major numbering
+        for y in range(h):
+            for x in range(w):
+                if level[y][x] is None and (y, x) not in omega:
+                    level[y][x] = Fraction(i - 1, 10)
+    out = []
+    for y in range(h):
+        row = []
+        for x in range(w):
+            lv = level[y][x] if level[y][x] is not None else Fraction(1)
+            phis = []
+            for k in (int(p[y, x]), int(g[y, x])):
+                d = Fraction(k, 255) - lv
+                phis.append(1 - d if d >= Fraction(15, 100) else Fraction(1))
+            row.append(abs(phis[0] - phis[1]))
+        out.append(row)
+    return out
+
+
+def oracle(p: np.ndarray, g: np.ndarray, t: np.ndarray) -> dict[str, dict[str, float]]:
+    e = (p.astype(np.float64) - g.astype(np.float64)) / 255
+    gerr = (_oracle_amp(p) - _oracle_amp(g)) ** 2
+    cmap = _oracle_conn_map(p, g)
+    res = {}
+    for region, mask in (("whole", np.ones(p.shape, bool)), ("unknown", t == 128)):
+        n = int(mask.sum())
+        csum = sum((cmap[y][x] for y, x in zip(*np.nonzero(mask), strict=True)), Fraction(0))
+        res[region] = {
+            "SAD": math.fsum(np.abs(e[mask])) / 1000,
+            "MSE": math.fsum(e[mask] ** 2) / n if n else math.nan,
+            "Grad": math.fsum(gerr[mask]) / 1000,
+            "Conn": float(csum) / 1000,
+        }
+    return res
+
+
+def _close(a: dict, b: dict, rel: float, abs_: float) -> list[str]:
+    bad = []
+    for region in b:
+        for k in METRIC_NAMES:
+            x, y = a[region][k], b[region][k]
+            if math.isnan(y) and math.isnan(x):
+                continue
+            if not abs(x - y) <= rel * abs(y) + abs_:
+                bad.append(f"{region} {k}: {x!r} vs {y!r}")
+    return bad
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(matte_pairs(max_side=7))
+def test_numpy_path_matches_bruteforce_oracle(pair):
+    p, g, t = pair
+    bad = _close(evaluate(p, g, t, backend="numpy"), oracle(p, g, t), 1e-9, 1e-15)
+    assert not bad, bad
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(matte_pairs(max_side=7))
+def test_numba_path_matches_bruteforce_oracle(pair):
+    p, g, t = pair
+    bad = _close(evaluate(p, g, t, backend="numba"), oracle(p, g, t), 1e-9, 1e-15)
+    assert not bad, bad
+
+
+@needs_numba
+@settings(max_examples=200, deadline=None)
+@given(matte_pairs(max_side=14), st.sampled_from(["dim", "icm"]))
+def test_fast_path_equals_straightforward_path_uint8(pair, protocol):
+    p, g, t = pair
+    fast = evaluate(p, g, t, protocol=protocol, backend="numba")
+    slow = evaluate(p, g, t, protocol=protocol, backend="numpy")
+    for region in slow:  # integer sums: SAD, MSE and (dim) Conn are exactly equal
+        for k in ("SAD", "MSE", "Conn"):
+            x, y = fast[region][k], slow[region][k]
+            assert x == y or (math.isnan(x) and math.isnan(y)), (region, k, x, y)
+    assert not _close(fast, slow, 1e-10, 1e-15)
+
+
+@needs_numba
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(lambda h: st.integers(1, 12).flatmap(lambda w: st.tuples(
+        arrays(np.float64, (h, w), elements=st.floats(0, 1)),
+        arrays(np.float64, (h, w), elements=st.floats(0, 1)),
+        arrays(np.uint8, (h, w), elements=st.sampled_from([0, 128, 255])),
+    ))),
+    st.sampled_from(["dim", "icm"]),
+)
+def test_fast_path_equals_straightforward_path_float(arrs, protocol):
+    p, g, t = arrs
+    fast = evaluate(p, g, t, protocol=protocol, backend="numba")
+    slow = evaluate(p, g, t, protocol=protocol, backend="numpy")
+    assert not _close(fast, slow, 1e-10, 1e-15)
+
+
+@settings(max_examples=80, deadline=None)
+@given(matte_pairs(max_side=10))
+def test_sad_mse_symmetric_and_zero_on_identity(pair):
+    p, g, t = pair
+    a = evaluate(p, g, t)
+    b = evaluate(g, p, t)
+    for region in a:
+        assert a[region]["SAD"] == b[region]["SAD"]
+        assert a[region]["MSE"] == b[region]["MSE"] or math.isnan(a[region]["MSE"])
+        assert a[region]["Grad"] == pytest.approx(b[region]["Grad"], rel=1e-12, abs=1e-18)
+    same = evaluate(p, p, t)
+    assert all(v == 0 for v in same["whole"].values())
