@@ -38,6 +38,10 @@ def plan_episodes(dataset: Dataset, protocol: str = "paper", rounds: int = 3, re
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     if singletons not in ("skip", "self"):
         raise ValueError(f"singletons must be 'skip' or 'self', got '{singletons}'")
+    fixed = dataset.meta.get("fixed_reference")
+    if fixed:  # a video: its first frame is the reference of every frame, in one round
+        key = dataset.samples[fixed].group
+        return [Episode(key, 0, (fixed,), dataset.groups[key].sample_ids, self_reference=True)], []
     episodes: list[Episode] = []
     skipped: list[SkippedGroup] = []
     for key, group in dataset.groups.items():

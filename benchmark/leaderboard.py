@@ -66,12 +66,10 @@ def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
         run_rows = _read_rows(d)
         rows.extend(run_rows)
         n_planned, shard, n_shards = _planned(d)
-        ok_rows = [r for r in run_rows if r["status"] == "ok"]
         for key in {tuple(r[k] for k in BOARD_KEYS[:-1]) for r in run_rows}:
             shards[key].add(shard)
             num_shards[key] = n_shards
             planned[key] += n_planned
-        del ok_rows
     # (board key) → (round) → (group) → list of per-target values
     values: dict[tuple, dict[str, dict[str, list[dict[str, float]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
@@ -80,7 +78,7 @@ def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
     for r in rows:
         base = tuple(r[k] for k in BOARD_KEYS[:-1])
         if r["status"] != "ok":
-            errors[base] += 1
+            errors[base] += r["status"] == "error"  # "unscored" video frames have no ground truth
             continue
         key = (*base, r["region"])
         values[key][r["round"]][r["group"]].append({m: float(r[m]) for m in METRIC_NAMES})

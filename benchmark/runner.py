@@ -30,7 +30,7 @@ import numpy as np
 from benchmark.datasets import load_dataset
 from benchmark.episodes import plan_episodes, shard_groups
 from benchmark.io import atomic_write_text, quantize_alpha, write_png
-from benchmark.prompts import load_prompt, make_prompt, save_prompt
+from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
 from benchmark.scoring import METRIC_NAMES, REGIONS, ScoreJob, ScoreResult, score, trimap_for
 from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
@@ -161,7 +161,7 @@ class Runner:
 
         write_leaderboard([self.out], self.out / "leaderboard.csv")
         self.stats.wall_s = time.perf_counter() - t_start
-        self.stats.errors = sum(1 for r in rows if r["status"] != "ok")
+        self.stats.errors = sum(1 for r in rows if r["status"] == "error")
         return self.stats
 
     def _write_plan(self, dataset: Dataset, episodes: list[Episode], skipped: list, identity: dict) -> None:
@@ -266,6 +266,12 @@ class Runner:
                 if self.r.get("save_predictions", True):
                     write_png(self.out / "predictions" / f"r{episode.round}" / f"{view.sample.id}.png", q)
                 self.stats.write_s += time.perf_counter() - t0
+                if view.alpha is None:  # an unlabelled video frame: saved, not scored
+                    rows.append(dict(self._error_row(base, view.sample.id, "", per_target_s, log_it=False),
+                                     status="unscored"))
+                    self.stats.targets += 1
+                    progress.update(1)
+                    continue
                 job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
                                self.r["trimap_radius_fraction"])
                 result = pool.submit(score, job) if pool is not None else score(job)
@@ -297,6 +303,8 @@ class Runner:
 
     def _guidance(self, view: SampleView, guidance: str) -> np.ndarray | None:
         """Per-target auxiliary input derived from the ground truth (paper Table 3)."""
+        if guidance in ("trimap", "mask") and view.alpha is None:
+            raise ValueError(f"'{view.sample.id}' has no ground truth to derive a {guidance} from")
         if guidance == "trimap":
             return trimap_for(view.alpha, view.trimap, self.r["trimap_radius_fraction"])[0]
         if guidance == "mask":
@@ -309,6 +317,8 @@ class Runner:
         path = self.out / "prompts" / f"{_slug(episode.key + '|' + ref.sample.id)}.npz"
         if path.exists():
             return load_prompt(path)
+        if ref.alpha is None:
+            raise PromptError(f"reference '{ref.sample.id}' has no matte to draw a prompt from")
         prompt = make_prompt(self.prompt_kind, ref.alpha, seed=self.r["seed"], group=episode.group,
                              round_index=episode.round, reference=ref.sample.id, **self.prompt_params)
         save_prompt(path, prompt)
@@ -323,11 +333,13 @@ class Runner:
             "metric_protocol": self.r["metric_protocol"],
         }
 
-    def _error_row(self, base: dict[str, Any], target: str, error: str, seconds: float = 0.0) -> dict[str, Any]:
+    def _error_row(self, base: dict[str, Any], target: str, error: str, seconds: float = 0.0,
+                   log_it: bool = True) -> dict[str, Any]:
         row = dict(base, target=target, region="", trimap_source="", seconds=f"{seconds:.4f}",
                    status="error", error=error.replace("\n", " "))
         row.update({m: "" for m in METRIC_NAMES})
-        log.warning("%s / %s: %s", base["group"], target, error)
+        if log_it:
+            log.warning("%s / %s: %s", base["group"], target, error)
         return row
 
     def _maybe_raise(self, exc: Exception) -> None:

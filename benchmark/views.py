@@ -23,11 +23,12 @@ OFFICIAL_SIZE = 768
 
 @dataclass(frozen=True, eq=False)
 class SampleView:
-    """A sample's decoded image (uint8 RGB), ground truth (uint8 or float) and optional trimap."""
+    """A sample's decoded image (uint8 RGB), ground truth (uint8 or float; None for unlabelled
+    frames of a video) and optional trimap."""
 
     sample: Sample
     image: np.ndarray
-    alpha: np.ndarray
+    alpha: np.ndarray | None
     trimap: np.ndarray | None
 
 
@@ -41,11 +42,13 @@ def centre_square(shape: tuple[int, int]) -> tuple[slice, slice]:
     return slice(0, h), slice(left, left + h)
 
 
-def to_official768(image: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None):
+def to_official768(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarray | None):
     rows, cols = centre_square(image.shape[:2])
     size = (OFFICIAL_SIZE, OFFICIAL_SIZE)
     img = cv2.resize(image[rows, cols].astype(np.float32), size, interpolation=cv2.INTER_CUBIC)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if alpha is None:
+        return img, None, None
     a = alpha[rows, cols]
     a_float = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
     a = cv2.resize(a_float, size, interpolation=cv2.INTER_LINEAR)
@@ -61,8 +64,9 @@ def load_view(sample: Sample, resolution: str = "original") -> SampleView:
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution '{resolution}'; choose one of {RESOLUTIONS}")
     image = read_image(sample.image_path)
-    if sample.alpha_path is None:
-        raise ValueError(f"sample '{sample.id}' has no ground-truth matte")
+    if sample.alpha_path is None:  # an unlabelled video frame: predicted, not scored
+        return SampleView(sample, *to_official768(image, None, None)) if resolution == "official768" else \
+            SampleView(sample, image, None, None)
     alpha = read_alpha(sample.alpha_path)
     if alpha.shape != image.shape[:2]:
         raise ValueError(f"size mismatch: matte {sample.alpha_path} is {alpha.shape[1]}×{alpha.shape[0]}, "
@@ -80,10 +84,12 @@ def load_view(sample: Sample, resolution: str = "original") -> SampleView:
 
 class ViewCache:
     """Keeps the decoded views of one group at a time: episodes run group by group, so every
-    image is decoded once per run however many rounds use it. Failures are cached too."""
+    image is decoded once per run however many rounds use it. Failures are cached too. At most
+    ``capacity`` views are held (least recently used dropped), which bounds memory on videos."""
 
-    def __init__(self, resolution: str) -> None:
+    def __init__(self, resolution: str, capacity: int = 64) -> None:
         self.resolution = resolution
+        self.capacity = capacity
         self._group: str | None = None
         self._views: dict[str, SampleView | Exception] = {}
         self.decode_seconds = 0.0
@@ -93,7 +99,11 @@ class ViewCache:
 
         if sample.group != self._group:
             self._group, self._views = sample.group, {}
-        if sample.id not in self._views:
+        if sample.id in self._views:
+            self._views[sample.id] = self._views.pop(sample.id)  # most recently used last
+        else:
+            if len(self._views) >= self.capacity:
+                del self._views[next(iter(self._views))]
             t0 = time.perf_counter()
             try:
                 self._views[sample.id] = load_view(sample, self.resolution)

@@ -17,6 +17,7 @@ DATASETS.register("folder", "benchmark.datasets.folder:load_folder")
 DATASETS.register("aim500", "benchmark.datasets.aim500:load_aim500")
 DATASETS.register("manifest", "benchmark.datasets.manifest:load_manifest")
 DATASETS.register("synthetic", "benchmark.datasets.synthetic:load_synthetic")
+DATASETS.register("video", "benchmark.datasets.video:load_video")
 
 
 def load_dataset(name: str, **config: Any) -> Dataset:

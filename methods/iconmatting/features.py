@@ -332,7 +332,7 @@ class SDFeatureExtractor(nn.Module):
         e = self.settings.ensemble_size
         return x.float().reshape(-1, e, *x.shape[1:]).mean(dim=1)
 
-    def _prepare(self, images, eps, noise):
+    def _prepare(self, images, eps, noise, latents):
         images = images.to(self.device, torch.float32)
         if images.shape[-1] % 64 or images.shape[-2] % 64:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of 64")
@@ -341,7 +341,7 @@ class SDFeatureExtractor(nn.Module):
             d_eps, d_noise = self.draw_noise(images.shape[0], lat_hw)
             eps = d_eps if eps is None else eps
             noise = d_noise if noise is None else noise
-        return self.encode(images, eps), noise
+        return (self.encode(images, eps) if latents is None else latents.to(self.device)), noise
 
     @torch.no_grad()
     def reference_features(
@@ -350,24 +350,30 @@ class SDFeatureExtractor(nn.Module):
         eps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         with_attention: bool = False,
+        latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(up block 1 ensemble mean [B, C, h, w], high-resolution attention [B, N, N] or None).
 
-        Without attention the pass stops right after up block 1.
+        Without attention the pass stops right after up block 1. ``eps``/``noise``
+        ([B·E, 4, h, w]) replace the seeded draws; ``latents`` (from :meth:`encode`) skips the VAE.
         """
         self.calls["reference"] += images.shape[0]
-        latents, noise = self._prepare(images, eps, noise)
+        latents, noise = self._prepare(images, eps, noise, latents)
         self._unet_pass(latents, noise, ("high",) if with_attention else (), (1,))
         ft = self._ensemble_mean(self._up_out[1])
         return ft, (self.capture.mean("high") if with_attention else None)
 
     @torch.no_grad()
     def target_features(
-        self, images: torch.Tensor, eps: torch.Tensor | None = None, noise: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        eps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
     ) -> TargetFeatures:
         """Features and both attention maps of a target batch [B, 3, S, S] in [-1, 1]."""
         self.calls["target"] += images.shape[0]
-        latents, noise = self._prepare(images, eps, noise)
+        latents, noise = self._prepare(images, eps, noise, latents)
         self._unet_pass(latents, noise, ("low", "high"), (0, 1))
         up0, up1 = self._ensemble_mean(self._up_out[0]), self._ensemble_mean(self._up_out[1])
         attn = []

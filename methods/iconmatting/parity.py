@@ -151,7 +151,7 @@ def features_parity(fe_dir: str | Path, numerics: str = "official") -> ParityRep
 
     latents = ext.encode(image, eps)
     rep.compare("latents_scaled", latents, _npy(fe_dir, "latents_scaled"), FEATURE_TOL)
-    feats = ext.target_features(image, eps=eps, noise=noise)
+    feats = ext.target_features(image, eps=eps, noise=noise, latents=latents)
     rep.compare("ft_cor", feats.ft_cor, _npy(fe_dir, "ft_cor"), FEATURE_TOL)
     rep.compare("ft_matting_24", feats.ft_matting[0], _npy(fe_dir, "ft_matting_24"), FEATURE_TOL)
     rep.compare("attn_24", feats.attn[0], _npy(fe_dir, "attn_24"), ATTN_TOL)
@@ -162,7 +162,7 @@ def features_parity(fe_dir: str | Path, numerics: str = "official") -> ParityRep
     rep.compare("attn_48_colsum", a48.sum(dim=0), _npy(fe_dir, "attn_48_colsum"), COLSUM_TOL)
     rep.compare("attn_48_diag", torch.diagonal(a48), _npy(fe_dir, "attn_48_diag"), ATTN_TOL)
     rep.compare("attn_48_rowmax", a48.max(dim=1).values, _npy(fe_dir, "attn_48_rowmax"), ATTN_TOL)
-    ref, _ = ext.reference_features(image, eps=eps, noise=noise)
+    ref, _ = ext.reference_features(image, eps=eps, noise=noise, latents=latents)
     rep.compare("reference_ft_cor", ref, _npy(fe_dir, "ft_cor"), FEATURE_TOL)
     return rep
 
