@@ -31,12 +31,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.trimaps import derive_trimap  # noqa: E402
-from benchmark.types import Prompt  # noqa: E402
-from methods import build_method  # noqa: E402
-from methods.base import Method, Reference, Target  # noqa: E402
+from benchmark.trimaps import derive_trimap
+from benchmark.types import Prompt
+from methods import build_method
+from methods.base import Method, Reference, Target
 
-ICM58_DEV = Path("/work/shared/data/icm58-dev")
+ICM58_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "icm58-dev"  # ../shared from the root
 LARGE_PIXELS = 8_000_000  # images above this are skipped with --skip-large
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
@@ -71,15 +71,9 @@ def read_alpha(path: Path) -> np.ndarray:
         return np.rint(arr.astype(np.float64) / 257.0).astype(np.uint8)
     if arr.ndim == 2:
         return arr.astype(np.uint8)
-    rgb = arr[..., :3]
-    if arr.shape[2] == 4:
-        a = arr[..., 3]
-        if a.min() == a.max():
-            return rgb[..., 0]
-        if rgb.min() == rgb.max():
-            return a
-        return a
-    return rgb[..., 0]
+    if arr.shape[2] == 4 and arr[..., 3].min() != arr[..., 3].max():
+        return arr[..., 3]  # RGBA with a varying A: the matte is A (RGB constant or not)
+    return arr[..., 0]  # equal RGB channels, or RGBA with a constant A
 
 
 def icm58_groups(root: Path) -> dict[str, list[Item]]:
@@ -153,6 +147,34 @@ def evaluate(groups: dict[str, list[Item]], methods: dict[str, Callable[[], Meth
     return table, rows
 
 
+def time_large(groups: dict[str, list[Item]], methods: dict[str, Callable[[], Method]]) -> list:
+    """Seconds per prediction on every image over LARGE_PIXELS (even in a size-1 group), scored too.
+
+    The reference is the first image of the first other group (only time is meaningful for
+    ``classical`` there; ``trimap_matting`` uses the image's own derived trimap).
+    """
+    out = []
+    items = [it for its in groups.values() for it in its]
+    for it in items:
+        with Image.open(it.image) as im:
+            if np.prod(im.size) <= LARGE_PIXELS:
+                continue
+        img, gt = read_image(it.image), read_alpha(it.alpha)
+        ref_item = next(r for r in items if r.id != it.id)
+        ref_img, ref_a = read_image(ref_item.image), read_alpha(ref_item.alpha)
+        ref = Reference(ref_item.id, ref_img, Prompt(kind="mask", shape=ref_a.shape, mask=ref_a > 127))
+        for mname, factory in methods.items():
+            method = factory()
+            method.prepare([ref])
+            guide = derive_trimap(gt) if method.info.guidance == "trimap" else None
+            t0 = time.perf_counter()
+            (pred,) = method.predict([Target(it.id, img, guide)])
+            dt = time.perf_counter() - t0
+            assert pred.shape == gt.shape and pred.dtype == np.float32
+            out.append((mname, f"{it.id} ({img.shape[1]}×{img.shape[0]})", dt, *scores(pred, gt)))
+    return out
+
+
 def parse_params(pairs: Sequence[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -172,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--param", action="append", default=[], help="classical kwarg, e.g. long_side=384")
     ap.add_argument("--skip-large", action="store_true", help=f"skip images over {LARGE_PIXELS} px")
     ap.add_argument("--rows", action="store_true", help="print per-target rows")
+    ap.add_argument("--time-large", action="store_true",
+                    help=f"also time every method on each image over {LARGE_PIXELS} px (e.g. statue_01)")
     args = ap.parse_args(argv)
     groups = icm58_groups(args.root) if args.dataset == "icm58-dev" else synthetic_groups()
     params = parse_params(args.param)
@@ -187,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for mname, (sad, mse) in table.items():
         ts = [r[2] for r in rows if r[0] == mname]
         print(f"| {mname} | {sad:.2f} | {mse:.4f} | {np.mean(ts):.2f} | {np.max(ts):.2f} |")
+    if args.time_large:
+        print("\n| method | large image | seconds | SAD | MSE |\n|---|---|---|---|---|")
+        for mname, what, dt, sad, mse in time_large(groups, methods):
+            print(f"| {mname} | {what} | {dt:.2f} | {sad:.2f} | {mse:.4f} |")
 
 
 if __name__ == "__main__":

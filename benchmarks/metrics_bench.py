@@ -14,7 +14,7 @@ Memory is the peak resident-set-size increase during the call (Linux: VmHWM afte
 it through ``/proc/self/clear_refs``, minus VmRSS before), which also counts allocations
 made inside compiled code. Usage::
 
-    .venv/bin/python benchmarks/metrics_bench.py [--repeat 3] [--numpy-backend] [--reuse-cache]
+    .venv/bin/python benchmarks/metrics_bench.py [--repeat 3] [--numpy-backend] [--icm] [--reuse-cache]
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigma", type=float, default=4.0, help="blur of the prediction (default 4)")
     ap.add_argument("--reuse-cache", action="store_true", help="use numba's normal on-disk cache")
     ap.add_argument("--numpy-backend", action="store_true", help="also time evaluate(backend='numpy')")
+    ap.add_argument("--icm", action="store_true", help="also time evaluate(protocol='icm')")
     args = ap.parse_args(argv)
     if not ICM58.is_dir():
         print(f"shared dev set not found at {ICM58}", file=sys.stderr)
@@ -203,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     base_t, base_peak, base = measure(lambda: baseline_evaluate(pred, gt, trimap))
     print(f"baseline (ndimage.convolve 9×9, 10× ndimage.label, numpy SAD/MSE): {base_t:.3f} s; "
           f"peak RSS increase {_fmt_mb(base_peak)}")
+    if args.icm:
+        evaluate(pred[crop].copy(), gt[crop].copy(), trimap[crop].copy(), protocol="icm")  # compile
+        icm_t, icm_peak, _ = measure(lambda: evaluate(pred, gt, trimap, protocol="icm"))
+        print(f"evaluate(protocol='icm'): {icm_t:.3f} s; peak RSS increase {_fmt_mb(icm_peak)}")
     if args.numpy_backend:
         np_t, np_peak, np_res = measure(lambda: evaluate(pred, gt, trimap, backend="numpy"))
         print(f"evaluate(backend='numpy') (fallback without numba): {np_t:.3f} s; peak RSS increase "

@@ -4,7 +4,7 @@ The reference (``gaussgradient.m``) builds a 9×9 kernel ``hx[r, c] = G(u_r) * G
 σ = 1.4, u = -4..4, and divides it by its Frobenius norm. An outer product's Frobenius norm
 is the product of the factors' L2 norms, so ``hx = g0 ⊗ g1`` with ``g0 = G/‖G‖`` (even) and
 ``g1 = G'/‖G'‖`` (odd). Only the halves ``u = 0..4`` are kept: ``g0[0]`` is the centre tap
-and ``g1[0] = 0``.
+and ``g1[0] = 0``. The compiled kernel is written for this R = 4.
 """
 
 from __future__ import annotations
@@ -40,9 +40,3 @@ def half_factors(sigma: float = SIGMA) -> tuple[np.ndarray, np.ndarray]:
     g1 = dg / math.sqrt(float(np.sum(dg * dg)))
     return np.ascontiguousarray(g0[RADIUS:]), np.ascontiguousarray(g1[RADIUS:])
 
-
-def kernel_2d(sigma: float = SIGMA) -> np.ndarray:
-    """The reference's full 9×9 ``hx`` (Gaussian down the rows, derivative along the columns)."""
-    g, dg = full_factors(sigma)
-    hx = np.outer(g, dg)
-    return hx / math.sqrt(float(np.sum(hx * hx)))

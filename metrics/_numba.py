@@ -173,16 +173,21 @@ def _find(parent, a):
 
 
 @nb.njit(**_JIT)
-def chain_levels(m, col_major):
-    """Round-down level index j (l = j/10) per pixel for the reference Conn rule.
+def chain_levels(m, icm):
+    """Round-down level index j (l = t_j, j = 10 means l = 1) per pixel under the Conn rule.
 
     ``m`` holds, per pixel, the number of thresholds both mattes pass (0..10), so
-    ``B_i = {m >= i}`` are nested. Horizontal runs of equal ``m`` are the graph nodes;
-    a union-find pass in decreasing level order yields every level's largest 4-connected
-    component Ω_i (ties: smallest column-major or row-major first pixel). The still
-    unassigned pixels after step i are Ω_1 ∩ … ∩ Ω_i, which is Ω_i while Ω_i ⊆ Ω_{i-1}
-    and empty from the first break on; with K the length of that chain, a pixel's level
-    is min(K, widest-path level from a seed in Ω_K), found by one bucket-queue flood.
+    ``B_i = {m >= i}`` are nested. Horizontal runs of equal ``m`` are the graph nodes; a
+    union-find pass in decreasing level order yields every level's largest 4-connected
+    component (ties: first pixel in column-major order, or row-major for ``icm``).
+
+    Levels where Ω_i is a component form a prefix 1..c: for ``dim`` up to the last non-empty
+    B_i, for ``icm`` while the component is strictly larger than the background (which wins
+    ties as label 0). The pixels still unassigned after step i are Ω_1 ∩ … ∩ Ω_i, i.e. Ω_i
+    while Ω_i ⊆ Ω_{i-1} (a chain of length K ≤ c) and empty after a break. With b the
+    widest-path level from a seed in Ω_K (one bucket-queue flood), ``dim`` gives
+    j = min(b, K); ``icm`` gives j = b if b < K, else K if K < c, else K if the pixel is in
+    the first background level K + 1 (m > K), else 10.
     """
     h, w = m.shape
     # runs of equal nonzero level, row by row
@@ -277,7 +282,10 @@ def chain_levels(m, col_major):
     size = np.zeros(n, np.int64)
     key = np.zeros(n, np.int64)
     rep = np.full(11, -1, np.int64)
+    best_size = np.zeros(11, np.int64)
+    in_b = np.zeros(11, np.int64)
     contained = np.zeros(11, np.bool_)
+    active = 0
     best = -1
     bsize = 0
     bkey = 0
@@ -286,7 +294,8 @@ def chain_levels(m, col_major):
             r = rorder[q]
             parent[r] = r
             size[r] = rc1[r] - rc0[r]
-            key[r] = rc0[r] * h + ry[r] if col_major else ry[r] * w + rc0[r]
+            active += size[r]
+            key[r] = ry[r] * w + rc0[r] if icm else rc0[r] * h + ry[r]
             if size[r] > bsize or (size[r] == bsize and key[r] < bkey):
                 best = r
                 bsize = size[r]
@@ -307,19 +316,26 @@ def chain_levels(m, col_major):
                 best = a
                 bsize = size[a]
                 bkey = key[a]
+        in_b[lev] = active
         if best >= 0:
             if lev < 10 and rep[lev + 1] >= 0:
                 contained[lev + 1] = _find(parent, rep[lev + 1]) == best
             rep[lev] = best
+            best_size[lev] = bsize
 
-    kmax = 0
+    ncomp = 0  # c: levels 1..c take a component as Ω
     for i in range(1, 11):
-        if rep[i] < 0 or (i >= 2 and not contained[i]):
+        if rep[i] < 0 or (icm and best_size[i] <= h * w - in_b[i]):
+            break
+        ncomp = i
+    kmax = 0
+    for i in range(1, ncomp + 1):
+        if i >= 2 and not contained[i]:
             break
         kmax = i
 
-    jm = np.zeros((h, w), np.uint8)
-    if kmax == 0:
+    jm = np.full((h, w), 10 if (icm and kmax == 0) else 0, np.uint8)
+    if n == 0:
         return jm
     # adjacency (CSR) and widest-path flood from a seed in Ω_K
     ptr = np.zeros(n + 1, np.int64)
@@ -338,9 +354,10 @@ def chain_levels(m, col_major):
     reach = np.zeros(n, np.uint8)
     nxt = np.full(n, -1, np.int64)
     head = np.full(11, -1, np.int64)
-    seed = rep[kmax]
-    reach[seed] = rlv[seed]
-    head[rlv[seed]] = seed
+    if kmax > 0:
+        seed = rep[kmax]
+        reach[seed] = rlv[seed]
+        head[rlv[seed]] = seed
     for lev in range(10, 0, -1):
         while head[lev] != -1:
             r = head[lev]
@@ -353,22 +370,32 @@ def chain_levels(m, col_major):
                     nxt[o] = head[v]
                     head[v] = o
     for r in range(n):
-        j = min(kmax, reach[r])
-        if j:
-            y = ry[r]
-            for x in range(rc0[r], rc1[r]):
-                jm[y, x] = j
+        b = np.int64(reach[r])
+        if not icm:
+            j = min(kmax, b)
+        elif b < kmax:
+            j = b
+        elif kmax < ncomp or (kmax < 10 and rlv[r] > kmax):
+            j = kmax
+        else:
+            j = 10
+        y = ry[r]
+        for x in range(rc0[r], rc1[r]):
+            jm[y, x] = j
     return jm
 
 
 @nb.njit(**_JIT)
-def conn_row_sums_u8(p, g, jm, table, mask, has_mask):
-    """Per row: Σ|T[j,p] − T[j,g]| over all pixels and over ``mask`` (integer numerators)."""
+def conn_row_sums_table(p, g, jm, table, mask, has_mask):
+    """Per row: Σ|T[j,p] − T[j,g]| over all pixels and over ``mask`` (uint8 mattes).
+
+    ``table`` is float64; with integer entries (dim numerators) the row sums stay exact.
+    """
     h, w = p.shape
-    out = np.zeros((h, 2), np.int64)
+    out = np.zeros((h, 2), np.float64)
     for y in range(h):
-        sw = 0
-        sm = 0
+        sw = 0.0
+        sm = 0.0
         for x in range(w):
             j = jm[y, x]
             c = abs(table[j, p[y, x]] - table[j, g[y, x]])
@@ -381,8 +408,39 @@ def conn_row_sums_u8(p, g, jm, table, mask, has_mask):
 
 
 @nb.njit(**_JIT)
-def conn_row_sums_float(xp, xg, jm, mask, has_mask):
-    """Per row: Σ|φ_p − φ_g| for 0..255-scale float mattes (dim rule, θ = 0.15)."""
+def _snap(x, tol):
+    r = np.rint(x)
+    return r if abs(x - r) <= tol else x
+
+
+@nb.njit(**_JIT)
+def _level(x):
+    """Number of i in 1..10 with 10·x >= 255·i (x on the 0..255 scale)."""
+    ten_x = 10.0 * x
+    lev = 0
+    for i in range(1, 11):
+        if ten_x >= 255.0 * i:
+            lev += 1
+    return lev
+
+
+@nb.njit(**_JIT)
+def min_levels_float(xp, xg, tol):
+    """``min(level(snap(xp)), level(snap(xg)))`` per pixel for 0..255-scale float mattes."""
+    h, w = xp.shape
+    m = np.empty((h, w), np.uint8)
+    for y in range(h):
+        for x in range(w):
+            m[y, x] = min(_level(_snap(xp[y, x], tol)), _level(_snap(xg[y, x], tol)))
+    return m
+
+
+@nb.njit(**_JIT)
+def conn_row_sums_float(xp, xg, jm, mask, has_mask, tol):
+    """Per row: Σ|φ_p − φ_g| for 0..255-scale float mattes (dim rule, snapped values).
+
+    With n = 10·x − 255·j = 2550·d, the θ test d ≥ 0.15 reads n ≥ 382.5.
+    """
     h, w = xp.shape
     out = np.zeros((h, 2), np.float64)
     for y in range(h):
@@ -390,11 +448,56 @@ def conn_row_sums_float(xp, xg, jm, mask, has_mask):
         sm = 0.0
         for x in range(w):
             j = np.float64(jm[y, x])
-            np_ = 10.0 * xp[y, x] - 255.0 * j
-            ng = 10.0 * xg[y, x] - 255.0 * j
-            dp = np_ / 2550.0 if np_ >= 382.5 else 0.0
-            dg = ng / 2550.0 if ng >= 382.5 else 0.0
+            n_p = 10.0 * _snap(xp[y, x], tol) - 255.0 * j
+            n_g = 10.0 * _snap(xg[y, x], tol) - 255.0 * j
+            dp = n_p / 2550.0 if n_p >= 382.5 else 0.0
+            dg = n_g / 2550.0 if n_g >= 382.5 else 0.0
             c = abs(dp - dg)
+            sw += c
+            if has_mask and mask[y, x]:
+                sm += c
+        out[y, 0] = sw
+        out[y, 1] = sm
+    return out
+
+
+@nb.njit(**_JIT)
+def _icm_alpha(x):
+    return np.float64(np.float32(x) / np.float32(255.0))
+
+
+@nb.njit(**_JIT)
+def min_levels_icm_float(xp, xg, thresholds):
+    """Per pixel, the number of ``thresholds[1:]`` both float32-scaled mattes reach (icm)."""
+    h, w = xp.shape
+    m = np.empty((h, w), np.uint8)
+    for y in range(h):
+        for x in range(w):
+            ap = _icm_alpha(xp[y, x])
+            ag = _icm_alpha(xg[y, x])
+            lev = 0
+            for i in range(1, 11):
+                if ap >= thresholds[i] and ag >= thresholds[i]:
+                    lev += 1
+            m[y, x] = lev
+    return m
+
+
+@nb.njit(**_JIT)
+def conn_row_sums_icm_float(xp, xg, jm, lvals, theta, mask, has_mask):
+    """Per row: Σ|φ_p − φ_g| with the official code's float32 alpha and float64 d = α − l."""
+    h, w = xp.shape
+    out = np.zeros((h, 2), np.float64)
+    for y in range(h):
+        sw = 0.0
+        sm = 0.0
+        for x in range(w):
+            lv = lvals[jm[y, x]]
+            dp = _icm_alpha(xp[y, x]) - lv
+            dg = _icm_alpha(xg[y, x]) - lv
+            fp = 1.0 - dp if dp >= theta else 1.0
+            fg = 1.0 - dg if dg >= theta else 1.0
+            c = abs(fp - fg)
             sw += c
             if has_mask and mask[y, x]:
                 sm += c

@@ -25,6 +25,11 @@ Conn = Σ|φ_pred − φ_gt|. Raw sums are returned; callers divide by 1000.
   so Ω_i is the background when it is at least as large as every component (and the whole
   image when B_i is empty); components are numbered row-major (ties: row-major first);
 - l takes the ``np.arange`` values, d and φ are computed in float64.
+
+Two implementations give the same level map: the numpy path labels each B_i with scipy
+(the transposed mask for column-major numbering), literally as the reference loops; the
+numba path builds the component tree of all ten levels in one union-find pass over
+horizontal runs (:func:`metrics._numba.chain_levels`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ ICM_THRESHOLDS = np.arange(0, 1 + 0.1, 0.1)
 SNAP_TOL = 1e-4
 #: θ of the reference.
 THETA = 0.15
+_THETA_2550 = 382.5  # 2550·θ, exact in binary
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
@@ -116,57 +122,68 @@ def icm_levels(m: np.ndarray) -> np.ndarray:
     return j.astype(np.uint8)
 
 
-def _dim_sums(pair: Pair, mask: np.ndarray | None, backend: str) -> tuple[float, float]:
-    nb = _backend.kernels(backend)
+def _dim_sums_numpy(pair: Pair, mask: np.ndarray | None) -> tuple[float, float]:
     if pair.exact:
-        lut = dim_level_lut()
-        table = dim_phi_table()
-        if nb is None:
-            m = np.minimum(lut[pair.pred], lut[pair.gt])
-            jm = reference_levels(m)
-            c = np.abs(table[jm, pair.pred] - table[jm, pair.gt])
-            whole, masked = region_sums(c, mask)
-        else:
-            m = nb.min_levels_u8(pair.pred, pair.gt, lut)
-            jm = nb.chain_levels(m, True)
-            mk = mask if mask is not None else np.zeros((1, 1), np.bool_)
-            rows = nb.conn_row_sums_u8(pair.pred, pair.gt, jm, table, mk, mask is not None)
-            whole, masked = float(int(rows[:, 0].sum())), float(int(rows[:, 1].sum()))
+        lut, table = dim_level_lut(), dim_phi_table()
+        jm = reference_levels(np.minimum(lut[pair.pred], lut[pair.gt]))
+        whole, masked = region_sums(np.abs(table[jm, pair.pred] - table[jm, pair.gt]), mask)
         return whole / 510.0, masked / 510.0
     xp, xg = snap(pair.pred), snap(pair.gt)
-    m = np.minimum(_dim_levels_float(xp), _dim_levels_float(xg))
+    jm = reference_levels(np.minimum(_dim_levels_float(xp), _dim_levels_float(xg))).astype(np.float64)
+    n_p = 10.0 * xp - 255.0 * jm  # = 2550·d, so d >= θ reads n >= 2550·θ
+    n_g = 10.0 * xg - 255.0 * jm
+    dp = np.where(n_p >= _THETA_2550, n_p / 2550.0, 0.0)
+    dg = np.where(n_g >= _THETA_2550, n_g / 2550.0, 0.0)
+    return region_sums(np.abs(dp - dg), mask)
+
+
+def _dim_sums(pair: Pair, mask: np.ndarray | None, backend: str) -> tuple[float, float]:
+    nb = _backend.kernels(backend)
     if nb is None:
-        jm = reference_levels(m).astype(np.float64)
-        np_ = 10.0 * xp - 255.0 * jm
-        ng = 10.0 * xg - 255.0 * jm
-        dp = np.where(np_ >= 382.5, np_ / 2550.0, 0.0)
-        dg = np.where(ng >= 382.5, ng / 2550.0, 0.0)
-        return region_sums(np.abs(dp - dg), mask)
-    jm = nb.chain_levels(m, True)
+        return _dim_sums_numpy(pair, mask)
     mk = mask if mask is not None else np.zeros((1, 1), np.bool_)
-    rows = nb.conn_row_sums_float(xp, xg, jm, mk, mask is not None)
+    if pair.exact:
+        m = nb.min_levels_u8(pair.pred, pair.gt, dim_level_lut())
+        jm = nb.chain_levels(m, False)
+        table = dim_phi_table().astype(np.float64)  # integer numerators: row sums stay exact
+        rows = nb.conn_row_sums_table(pair.pred, pair.gt, jm, table, mk, mask is not None)
+        return fsum_rows(rows[:, 0]) / 510.0, fsum_rows(rows[:, 1]) / 510.0
+    m = nb.min_levels_float(pair.pred, pair.gt, SNAP_TOL)
+    jm = nb.chain_levels(m, False)
+    rows = nb.conn_row_sums_float(pair.pred, pair.gt, jm, mk, mask is not None, SNAP_TOL)
     return fsum_rows(rows[:, 0]), fsum_rows(rows[:, 1])
 
 
-def _icm_sums(pair: Pair, mask: np.ndarray | None) -> tuple[float, float]:
-    ap, ag = icm_alpha(pair.pred), icm_alpha(pair.gt)
-    jm = icm_levels(np.minimum(_icm_levels(ap), _icm_levels(ag)))
-    lvals = np.append(ICM_THRESHOLDS[:10], 1.0)
-    lmap = lvals[jm]
-    dp = ap - lmap
-    dg = ag - lmap
-    phi_p = 1.0 - dp * (dp >= THETA)
-    phi_g = 1.0 - dg * (dg >= THETA)
-    return region_sums(np.abs(phi_p - phi_g), mask)
+def _icm_phi(alpha: np.ndarray, lmap: np.ndarray) -> np.ndarray:
+    d = alpha - lmap
+    return 1.0 - d * (d >= THETA)
+
+
+def _icm_sums(pair: Pair, mask: np.ndarray | None, backend: str) -> tuple[float, float]:
+    lvals = np.append(ICM_THRESHOLDS[:10], 1.0)  # l for j = 0..9, and 1 for never dropped
+    nb = _backend.kernels(backend)
+    if nb is None:
+        ap, ag = icm_alpha(pair.pred), icm_alpha(pair.gt)
+        lmap = lvals[icm_levels(np.minimum(_icm_levels(ap), _icm_levels(ag)))]
+        return region_sums(np.abs(_icm_phi(ap, lmap) - _icm_phi(ag, lmap)), mask)
+    mk = mask if mask is not None else np.zeros((1, 1), np.bool_)
+    if pair.exact:
+        alpha = icm_alpha(np.arange(256))
+        m = nb.min_levels_u8(pair.pred, pair.gt, _icm_levels(alpha))
+        jm = nb.chain_levels(m, True)
+        table = _icm_phi(alpha[None, :], lvals[:, None])
+        rows = nb.conn_row_sums_table(pair.pred, pair.gt, jm, table, mk, mask is not None)
+    else:
+        m = nb.min_levels_icm_float(pair.pred, pair.gt, ICM_THRESHOLDS)
+        jm = nb.chain_levels(m, True)
+        rows = nb.conn_row_sums_icm_float(pair.pred, pair.gt, jm, lvals, THETA, mk, mask is not None)
+    return fsum_rows(rows[:, 0]), fsum_rows(rows[:, 1])
 
 
 def conn_sums(pair: Pair, mask: np.ndarray | None, backend: str = "auto") -> tuple[float, float]:
-    """Raw Conn sums ``(whole image, mask)``; the mask sum is 0 without a mask.
-
-    The ``icm`` protocol always uses the per-threshold labelling (parity mode, not tuned).
-    """
+    """Raw Conn sums ``(whole image, mask)``; the mask sum is 0 without a mask."""
     if pair.pred.size == 0:
         return 0.0, 0.0
     if pair.protocol == "icm":
-        return _icm_sums(pair, mask)
+        return _icm_sums(pair, mask, backend)
     return _dim_sums(pair, mask, backend)

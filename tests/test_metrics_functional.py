@@ -96,6 +96,19 @@ def test_conn_column_major_tie(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_conn_icm_background_wins_size_ties(backend):
+    """icm: argmax(bincount) includes label 0, so a background as large as the component wins."""
+    pred = np.array([[255, 255, 0, 0]], np.uint8)
+    gt = np.array([[230, 230, 0, 0]], np.uint8)
+    # Ω_1 = background, so both foreground pixels drop at l = 0: |(1 − 1) − (1 − 230/255)| = 25/255 each
+    assert conn(pred, gt, protocol="icm", backend=backend) == pytest.approx(2 * 25 / 255 / 1000, rel=1e-6)
+    # dim: the component is Ω_1..Ω_9 (l = 0.9) and both φ stay 1
+    assert conn(pred, gt, backend=backend) == 0.0
+    # one more background pixel would not change icm; one fewer makes the component win
+    assert conn(pred[:, :3], gt[:, :3], protocol="icm", backend=backend) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_conn_threshold_153_passes_06(backend):
     """153/255 is exactly 0.6: it passes t_6, so the pixel's round-down level reaches 0.6."""
     gt = np.full((3, 3), 255, np.uint8)

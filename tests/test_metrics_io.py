@@ -140,7 +140,7 @@ def test_alpha_from_array_rules():
     out = alpha_from_array(MATTE / 255.0)
     assert out.dtype == np.float32
     assert np.array_equal(alpha_from_array(MATTE > 0), np.where(MATTE > 0, 255, 0))
-    with pytest.raises(AlphaDecodeError, match="<array>.*shape"):
+    with pytest.raises(AlphaDecodeError, match=r"<array>.*shape"):
         alpha_from_array(np.zeros((2, 2, 5), np.uint8))
     with pytest.raises(AlphaDecodeError, match=r"mine.*sample type int64"):
         alpha_from_array(np.zeros((2, 2), np.int64), name="mine")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 IMPLS = ("sdpa", "math")
 
 
-class StopForward(Exception):  # noqa: N818 - control flow, not an error
+class StopForward(Exception):
     """Raised inside the UNet once every requested output has been captured."""
 
 
@@ -41,7 +41,9 @@ class AttentionCapture:
         self.sums: dict[str, torch.Tensor] = {}
         self.layers: dict[str, int] = {}
 
-    def begin(self, ensemble: int, capture_layers: Iterable[str], other_events: Iterable[str], stop_early: bool) -> None:
+    def begin(
+        self, ensemble: int, capture_layers: Iterable[str], other_events: Iterable[str], stop_early: bool
+    ) -> None:
         """Start a pass that captures ``capture_layers`` and waits for ``other_events``."""
         self.ensemble = int(ensemble)
         self.capture_layers = set(capture_layers)
@@ -83,7 +85,7 @@ class AttentionCapture:
         if acc is None:
             acc = torch.zeros(be // e, rows_total, t_k, dtype=torch.float32, device=probs.device)
             self.sums[group] = acc
-        acc[:, row0 : row0 + rows] += probs.view(be // e, e, rows, t_k).sum(dim=1) * (1.0 / (e * heads))
+        acc[:, row0 : row0 + rows].add_(probs.view(be // e, e, rows, t_k).sum(dim=1), alpha=1.0 / (e * heads))
 
     def finish_layer(self, group: str) -> None:
         self.layers[group] = self.layers.get(group, 0) + 1
@@ -112,13 +114,18 @@ def chunked_attention(
     be, heads, t_q, _ = query.shape
     t_k = key.shape[2]
     rows = capture.chunk_rows(be, t_k) if capture is not None else max(1, (32 << 20) // (4 * be * t_k))
-    out = None if value is None else torch.empty(*query.shape[:3], value.shape[-1], dtype=torch.float32, device=query.device)
+    out = (
+        None
+        if value is None
+        else torch.empty(*query.shape[:3], value.shape[-1], dtype=torch.float32, device=query.device)
+    )
     with torch.autocast(device_type=query.device.type, enabled=False):
         for h in range(heads):
             k_t = key[:, h].float().transpose(-1, -2)
             v_h = None if value is None else value[:, h].float()
             for r0 in range(0, t_q, rows):
                 r1 = min(t_q, r0 + rows)
+                # (q·kᵀ)·scale in this order, as the official map computation does
                 logits = torch.matmul(query[:, h, r0:r1].float(), k_t) * scale
                 if mask is not None:
                     m = mask[:, h if mask.shape[1] > 1 else 0]

@@ -171,12 +171,13 @@ class InterSimilarity(nn.Module):
         ``roi_tokens`` is [K, C] (shared by the batch) or [B, K, C]; ``target`` is [B, C, h, w].
         """
         b, c = target.shape[:2]
-        tgt = self.norm(target.reshape(b, c, -1).transpose(1, 2))  # [B, N, C]
-        ref = self.norm(roi_tokens)
-        if ref.dim() == 2:
-            ref = ref.unsqueeze(0).expand(b, -1, -1)
-        sim = torch.matmul(ref, tgt.transpose(1, 2)) * (c**-0.5)
-        return sim.softmax(dim=-1)
+        with torch.autocast(device_type=target.device.type, enabled=False):  # small, precision-sensitive
+            tgt = self.norm(target.float().reshape(b, c, -1).transpose(1, 2))  # [B, N, C]
+            ref = self.norm(roi_tokens.float())
+            if ref.dim() == 2:
+                ref = ref.unsqueeze(0).expand(b, -1, -1)
+            sim = torch.matmul(ref, tgt.transpose(1, 2)) * (c**-0.5)
+            return sim.softmax(dim=-1)
 
     def forward(self, roi_tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Inter-similarity map [B, 1, h, w]."""
@@ -210,7 +211,9 @@ class InContextFusion(nn.Module):
         keys = [r * r for r in cfg.attn_res]
         self.attn_module_list = nn.ModuleList(AttnConv3x3(k, cfg.attn_out) for k in keys)
         self.ft_attn_module_list = nn.ModuleList(BasicConv3x3(o + cfg.attn_out, o) for o in cfg.ft_out)
-        self.ft_module_list = nn.ModuleList(BasicConv3x3(i, o) for i, o in zip(cfg.ft_channels, cfg.ft_out))
+        self.ft_module_list = nn.ModuleList(
+            BasicConv3x3(i, o) for i, o in zip(cfg.ft_channels, cfg.ft_out, strict=True)
+        )
         self.fusion = MultiScaleFeatureFusion([2 * o for o in cfg.ft_out], list(cfg.ft_out))
 
     def intra_similarity(self, inter: torch.Tensor, attn: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -219,7 +222,7 @@ class InContextFusion(nn.Module):
         ``attn[i]`` is [B, h, w, h·w] (query position, key index; rows sum to 1).
         """
         out = []
-        for module, a in zip(self.attn_module_list, attn):
+        for module, a in zip(self.attn_module_list, attn, strict=True):
             b, h, w, n = a.shape
             s = F.interpolate(inter, size=(h, w), mode="bilinear", align_corners=True)
             out.append(module(a * s.reshape(b, 1, 1, n)))

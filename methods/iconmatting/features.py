@@ -22,6 +22,8 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,28 @@ class TargetFeatures:
 
 
 # --------------------------------------------------------------------------- loading
+@contextmanager
+def quiet_hub_logs() -> Iterator[None]:
+    """Silence diffusers/transformers info logs and progress bars while loading or saving models."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    prev = dlog.get_verbosity(), tlog.get_verbosity(), tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(prev[0])
+        tlog.set_verbosity(prev[1])
+        if prev[2]:
+            tlog.enable_progress_bar()
+        if prev[3]:
+            dlog.enable_progress_bar()
+
+
 def resolve_sd_path(sd_path: str | Path) -> Path:
     """A local diffusers folder, or a Hub id already in the local HF cache (never downloads)."""
     p = Path(sd_path).expanduser()
@@ -111,7 +135,10 @@ def check_sd_folder(root: Path, check_sd21: bool) -> None:
         if not (root / sub).is_file():
             raise SDModelError(f"iconmatting: {root} is not a diffusers Stable Diffusion folder (no {sub})")
     unet_cfg = json.loads((root / "unet/config.json").read_text())
-    if tuple(unet_cfg.get("down_block_types", ())) != DOWN_TYPES or tuple(unet_cfg.get("up_block_types", ())) != UP_TYPES:
+    if (
+        tuple(unet_cfg.get("down_block_types", ())) != DOWN_TYPES
+        or tuple(unet_cfg.get("up_block_types", ())) != UP_TYPES
+    ):
         raise SDModelError(
             f"iconmatting: UNet in {root} does not have the SD 2.x block layout "
             f"(down {unet_cfg.get('down_block_types')}, up {unet_cfg.get('up_block_types')})"
@@ -145,9 +172,12 @@ def encode_empty_prompt(root: Path) -> torch.Tensor:
 
     for sub in ("tokenizer", "text_encoder"):
         if not (root / sub).is_dir():
-            raise SDModelError(f"iconmatting: {root} has no {sub}/ to encode the empty prompt (or give prompt_embeds_file)")
-    tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
-    encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True).eval()
+            raise SDModelError(
+                f"iconmatting: {root} has no {sub}/ to encode the empty prompt (or give prompt_embeds_file)"
+            )
+    with quiet_hub_logs():
+        tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+        encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True).eval()
     ids = tokenizer(
         "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
@@ -240,9 +270,10 @@ class SDFeatureExtractor(nn.Module):
         root = resolve_sd_path(sd_path)
         check_sd_folder(root, check_sd21)
         try:
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True)
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
-            scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
+            with quiet_hub_logs():
+                unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True)
+                vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
+                scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
         except (OSError, ValueError, RuntimeError) as e:
             raise SDModelError(f"iconmatting: cannot load Stable Diffusion weights from {root}: {e}") from e
         emb = load_prompt_embeds(root, prompt_embeds_file)

@@ -120,7 +120,7 @@ def checksum_problems(tensors: dict[str, torch.Tensor], expected: dict[str, Any]
             if abs(v - exp[f]) > rtol * max(abs(exp[f]), 1.0):
                 bad.append(f"{name}: {f} {v} != {exp[f]}")
         first = [float(v) for v in d[:4]]
-        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(first, exp["first4"])):
+        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(first, exp["first4"], strict=False)):
             bad.append(f"{name}: first values {first} != {exp['first4']}")
     return bad
 

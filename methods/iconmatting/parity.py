@@ -100,7 +100,9 @@ def decoder_parity(case_dir: str | Path) -> ParityReport:
         rep.failures.append("guidance was modified in place")
 
     rep.compare("alpha", out.alpha, _npy(case_dir, "alpha"), DECODER_TOL["alpha"])
-    rep.compare("inter_similarity", out.inter_similarity, _npy(case_dir, "inter_similarity"), DECODER_TOL["inter_similarity"])
+    rep.compare(
+        "inter_similarity", out.inter_similarity, _npy(case_dir, "inter_similarity"), DECODER_TOL["inter_similarity"]
+    )
     optional = {
         "att_look": out.att_look,
         "intra_24": out.intra[0],
@@ -169,7 +171,10 @@ def features_parity(fe_dir: str | Path, numerics: str = "official") -> ParityRep
 
 # --------------------------------------------------------------------------- CLI
 def _summary(kind: str, rep: ParityReport) -> str:
-    keys = {"decoder": ("alpha", "inter_similarity"), "features": ("ft_cor", "ft_matting_24", "attn_24", "attn_48_rows", "attn_48_colsum")}
+    keys = {
+        "decoder": ("alpha", "inter_similarity"),
+        "features": ("ft_cor", "ft_matting_24", "attn_24", "attn_48_rows", "attn_48_colsum"),
+    }
     parts = [f"{k}={rep.diffs[k]:.3e}" for k in keys[kind] if k in rep.diffs]
     if kind == "decoder":
         parts.append(f"K={rep.notes.get('K', '?')}")
@@ -191,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     try:
-        if args.kind == "decoder":
-            rep = decoder_parity(args.folder)
-        else:
-            rep = features_parity(args.folder, args.numerics)
+        rep = decoder_parity(args.folder) if args.kind == "decoder" else features_parity(args.folder, args.numerics)
     except (OSError, ValueError) as e:
         print(f"{args.kind} parity ERROR: {e}")
         return 2

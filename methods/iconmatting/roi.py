@@ -52,9 +52,7 @@ def marked_cells(labels: torch.Tensor, grid: tuple[int, int], value: int) -> tor
     return (pooled > 0).reshape(pooled.shape[-2:])[: grid[0], : grid[1]]
 
 
-def prompt_cells(
-    fg_cells: torch.Tensor, bg_cells: torch.Tensor, ref_attn: torch.Tensor, top_m: int
-) -> torch.Tensor:
+def prompt_cells(fg_cells: torch.Tensor, bg_cells: torch.Tensor, ref_attn: torch.Tensor, top_m: int) -> torch.Tensor:
     """Extend sparse foreground seeds by their ``top_m`` self-attention responses.
 
     ``ref_attn`` is the reference's [N, N] self-attention map at the feature grid (row =

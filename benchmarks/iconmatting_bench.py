@@ -1,0 +1,281 @@
+"""IconMatting speed and memory benchmarks.
+
+    python benchmarks/iconmatting_bench.py                      # CPU: tiny pipeline + attention memory
+    python benchmarks/iconmatting_bench.py --only attention      # just the capture-memory table
+    python benchmarks/iconmatting_bench.py --device cuda [--sd-path DIR --checkpoint CKPT]
+
+1. ``tiny``: a tiny random SD-2.1-shaped pipeline (``methods.iconmatting.tiny``) through the
+   method's ``prepare``/``predict``: seconds per target with the reference cache (prepare
+   once, predict N targets) and without it (the official behaviour: the reference is
+   re-encoded for every target).
+2. ``attention``: one self-attention layer with SD 2.1's shapes at 48² (``up_blocks.2``'s
+   ``attn1``: 640 channels, 10 heads of 64; E = 4 ensemble members; random weights), in a
+   fresh process per variant: peak resident-memory increase and time of (a) the official
+   capture, which materialises every head's score matrix ([E·heads, 2304, 2304] fp32) and
+   averages afterwards, versus (b) our on-the-fly accumulation (one head and query chunk at
+   a time into one [1, 2304, 2304] sum). Both also compute the layer output with SDPA.
+   The whole SD 2.1 UNet at 768 is not run on the CPU (too slow on 2 cores).
+3. ``cuda`` (``--device cuda``): per-target latency and peak GPU memory of the method at
+   768, bf16 autocast with the reference cache versus fp32 without it. Uses ``--sd-path``
+   and ``--checkpoint`` when given, else a random SD-2.1-shaped model and random decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmark.types import Prompt
+from methods.base import Reference, Target
+
+SD21_UNET = {
+    "sample_size": 96,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "attention_head_dim": (5, 10, 20, 20),
+    "cross_attention_dim": 1024,
+    "use_linear_projection": True,
+    "upcast_attention": True,
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+}
+SD21_VAE = {
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+}
+
+
+def episode(n_targets: int, seed: int = 0) -> tuple[Reference, list[Target]]:
+    """A synthetic reference (mask prompt) and ``n_targets`` targets of mixed shapes."""
+    rng = np.random.default_rng(seed)
+
+    def scene(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        img = rng.integers(0, 80, (*shape, 3), dtype=np.uint8)
+        mask = np.zeros(shape, bool)
+        mask[shape[0] // 5 : 4 * shape[0] // 5, shape[1] // 4 : 3 * shape[1] // 4] = True
+        img[mask] = rng.integers(150, 255, (int(mask.sum()), 3), dtype=np.uint8)
+        return img, mask
+
+    img, mask = scene((600, 800))
+    ref = Reference("ref", img, Prompt("mask", mask.shape, mask=mask))
+    shapes = [(600, 800), (800, 600), (512, 512), (720, 1280)]
+    return ref, [Target(f"t{i}", scene(shapes[i % len(shapes)])[0]) for i in range(n_targets)]
+
+
+def timed_runs(method, ref: Reference, targets: list[Target], cache: bool, sync=lambda: None) -> float:
+    """Seconds per target: prepare once + predict all (cache) or prepare + predict per target."""
+    method.prepare([ref])
+    method.predict(targets[:1])  # warm-up (kernel selection, allocator)
+    sync()
+    t0 = time.perf_counter()
+    if cache:
+        method.prepare([ref])
+        method.predict(targets)
+    else:
+        for t in targets:
+            method.prepare([ref])
+            method.predict([t])
+    sync()
+    return (time.perf_counter() - t0) / len(targets)
+
+
+# --------------------------------------------------------------------------- 1. tiny CPU
+def bench_tiny(size: int, n_targets: int, batch_size: int) -> list[tuple[str, str]]:
+    from methods.iconmatting.method import IconMattingMethod
+    from methods.iconmatting.tiny import save_tiny_sd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = save_tiny_sd(Path(tmp) / "sd")
+        m = IconMattingMethod(
+            sd_path=str(sd), allow_random_decoder=True, input_size=size, device="cpu", batch_size=batch_size
+        )
+        ref, targets = episode(n_targets)
+        cached = timed_runs(m, ref, targets, cache=True)
+        uncached = timed_runs(m, ref, targets, cache=False)
+    return [
+        (f"tiny SD, {size}² frame, E=4, {n_targets} targets, batch {batch_size}, CPU fp32", ""),
+        ("  s/target with reference cache", f"{cached:.3f}"),
+        ("  s/target without cache (official)", f"{uncached:.3f}"),
+        ("  speed-up", f"{uncached / cached:.2f}x"),
+    ]
+
+
+# --------------------------------------------------------------------------- 2. attention memory
+def _attention_child(variant: str, threads: int, chunk_mb: int, queue) -> None:
+    torch.set_num_threads(threads)
+    from diffusers.models.attention_processor import Attention
+
+    from methods.iconmatting.attention import AttentionCapture, CaptureAttnProcessor
+
+    torch.manual_seed(0)
+    e, t, dim, heads = 4, 48 * 48, 640, 10
+    attn = Attention(query_dim=dim, heads=heads, dim_head=64, upcast_attention=True).eval()
+    x = torch.randn(e, t, dim)
+    with torch.no_grad():
+        if variant == "official":
+            proc = _OfficialStyleCapture(e)
+        elif variant == "none":
+            proc = CaptureAttnProcessor(None)
+        else:
+            cap = AttentionCapture(chunk_mb << 20)
+            cap.begin(e, ["layer"], ["keep-going"], stop_early=True)
+            proc = CaptureAttnProcessor(cap, "layer", "g")
+        attn.set_processor(proc)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        out = attn(x)
+        dt = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = {"official": proc.result, "none": lambda: torch.ones(1)}.get(variant, lambda: cap.mean("g"))()
+    queue.put((variant, (peak - base) / 1024, dt, float(result.sum()), tuple(out.shape)))
+
+
+class _OfficialStyleCapture:
+    """The official capture's memory pattern: full per-head maps, then two reshape-means."""
+
+    def __init__(self, ensemble: int) -> None:
+        self.ensemble, self.maps = ensemble, []
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        import torch.nn.functional as F
+
+        b, t, _ = hidden_states.shape
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        qh, kh = attn.head_to_batch_dim(q).contiguous(), attn.head_to_batch_dim(k).contiguous()
+        sim = torch.einsum("b i d, b j d -> b i j", qh, kh) * attn.scale  # [E·heads, T, T]
+        sim = sim / 1
+        probs = sim.softmax(dim=-1)
+        del sim
+        m = probs.reshape(-1, self.ensemble, t, t).mean(dim=1)
+        self.maps.append(m.reshape(-1, attn.heads, t, t).mean(dim=1))
+        del probs, m
+        d = q.shape[-1] // attn.heads
+        qs, ks, vs = (z.view(b, -1, attn.heads, d).transpose(1, 2) for z in (q, k, v))
+        out = F.scaled_dot_product_attention(qs, ks, vs, scale=attn.scale).transpose(1, 2).reshape(b, t, -1)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    def result(self) -> torch.Tensor:
+        return self.maps[0]
+
+
+def bench_attention(threads: int, chunk_mb: int) -> list[tuple[str, str]]:
+    ctx = mp.get_context("spawn")
+    rows = [("1 self-attention layer, SD 2.1 up_blocks.2 attn1 @48² (640 ch, 10 heads), E=4, CPU fp32", "")]
+    results = {}
+    for variant in ("none", "official", "ours"):
+        q = ctx.Queue()
+        p = ctx.Process(target=_attention_child, args=(variant, threads, chunk_mb, q))
+        p.start()
+        results[variant] = q.get()
+        p.join()
+    labels = {
+        "none": "no capture (SDPA only)",
+        "official": "official-style [E·heads,T,T] capture",
+        "ours": f"on-the-fly capture ({chunk_mb} MB chunks)",
+    }
+    for variant, label in labels.items():
+        _, mb, dt, _, _ = results[variant]
+        rows.append((f"  {label}: peak RSS increase", f"{mb:.0f} MB"))
+        rows.append((f"  {label}: time", f"{dt:.2f} s"))
+    sums = f"{results['official'][3]:.2f} / {results['ours'][3]:.2f}"
+    rows.append(("  map checksum (official / ours, should be 2304)", sums))
+    return rows
+
+
+# --------------------------------------------------------------------------- 3. CUDA
+def random_sd21(folder: Path) -> Path:
+    """A random SD-2.1-shaped folder (UNet, VAE, scheduler; no text encoder) for timing only."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    from methods.iconmatting.tiny import SCHEDULER
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(**SD21_UNET).save_pretrained(folder / "unet")
+    AutoencoderKL(**SD21_VAE).save_pretrained(folder / "vae")
+    DDIMScheduler(prediction_type="v_prediction", **SCHEDULER).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def bench_cuda(sd_path: str | None, checkpoint: str | None, size: int, n_targets: int, batch_size: int):
+    from safetensors.torch import save_file
+
+    from methods.iconmatting.method import IconMattingMethod
+
+    rows = [(f"method at {size}², E=4, {n_targets} targets, {torch.cuda.get_device_name()}", "")]
+    with tempfile.TemporaryDirectory() as tmp:
+        emb = None
+        if sd_path is None:
+            sd_path = str(random_sd21(Path(tmp) / "sd21"))
+            emb = str(Path(tmp) / "emb.safetensors")
+            save_file({"prompt_embeds": torch.randn(1, 77, 1024)}, emb)
+            rows[0] = (rows[0][0] + " (random SD-2.1-shaped weights)", "")
+        ref, targets = episode(n_targets)
+        for dtype, cache in (("bf16", True), ("fp32", False), ("bf16", False), ("fp32", True)):
+            m = IconMattingMethod(
+                sd_path=sd_path,
+                checkpoint=checkpoint,
+                allow_random_decoder=checkpoint is None,
+                prompt_embeds_file=emb,
+                input_size=size,
+                device="cuda",
+                dtype=dtype,
+                batch_size=batch_size if cache else 1,
+            )
+            torch.cuda.reset_peak_memory_stats()
+            sec = timed_runs(m, ref, targets, cache, sync=torch.cuda.synchronize)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            label = f"{dtype}, {'with' if cache else 'without'} reference cache"
+            rows += [(f"  {label}: s/target", f"{sec:.3f}"), (f"  {label}: peak GPU memory", f"{peak:.2f} GiB")]
+            del m
+            torch.cuda.empty_cache()
+    return rows
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(a) for a, _ in rows)
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--only", choices=("tiny", "attention"), help="CPU: run one benchmark")
+    ap.add_argument("--size", type=int, default=None, help="working size (CPU tiny: 256, CUDA: 768)")
+    ap.add_argument("--targets", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-mb", type=int, default=32)
+    ap.add_argument("--sd-path")
+    ap.add_argument("--checkpoint")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows: list[tuple[str, str]] = []
+    if args.device == "cuda":
+        rows += bench_cuda(args.sd_path, args.checkpoint, args.size or 768, args.targets, args.batch_size)
+    else:
+        if args.only in (None, "tiny"):
+            rows += bench_tiny(args.size or 256, args.targets, args.batch_size)
+        if args.only in (None, "attention"):
+            rows += bench_attention(args.threads, args.chunk_mb)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""IconMatting behind the benchmark's method protocol.
+
+``prepare`` encodes the episode's reference(s) once (one SD pass per reference batch) and
+keeps only their RoI tokens; ``predict`` runs the SD pass and the decoder on batches of
+targets and maps each prediction back to the target's full resolution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.types import BACKGROUND, FOREGROUND
+from methods.base import BaseMethod, MethodError, MethodInfo, Reference, Target
+
+from .checkpoint import file_digest, load_decoder_weights
+from .decoder import DecoderConfig, InContextDecoder
+from .features import SD21_REPO, ExtractorSettings, SDFeatureExtractor, folder_fingerprint
+from .preprocess import (
+    CROP_FILLS,
+    INTERPOLATIONS,
+    MODES,
+    alpha_from_frame,
+    alpha_to_frame,
+    image_to_frame,
+    labels_to_frame,
+    make_frame,
+    pick_interpolation,
+)
+from .roi import EmptyRoIError, marked_cells, prompt_cells, roi_cells, tokens_from_cells
+from .tiny import randomize_decoder_
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' → bf16 on CUDA, fp32 on CPU. Reduced precision is only used on CUDA (autocast)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"iconmatting: dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
+    if device.type != "cuda" and dtype != "fp32":
+        log.warning("iconmatting: dtype %s requested on %s; running fp32 (autocast is CUDA-only here)", dtype, device)
+        return torch.float32
+    return DTYPES[dtype]
+
+
+class IconMattingMethod(BaseMethod):
+    """In-context matting with SD 2.1 features and the official in-context decoder.
+
+    Key parameters (see ``conf/method/iconmatting.yaml`` and the package README):
+    ``sd_path`` (local diffusers folder or cached Hub id), ``checkpoint`` (official ``.ckpt``,
+    plain state dict or safetensors), ``preprocess`` (``official768`` | ``full``),
+    ``input_size`` (working square, 768 official), ``ensemble_size``/``timestep``/
+    ``noise_seed``/``posterior`` (feature extraction), ``batch_size`` (targets per SD pass).
+    ``checkpoint=None`` requires ``allow_random_decoder=True`` and is for tests only.
+    """
+
+    info = MethodInfo(
+        name="iconmatting",
+        guidance="in_context",
+        prompt_kinds=frozenset({"mask", "scribble", "points"}),
+        max_references=4,
+        description="IconMatting (CVPR 2024): SD 2.1 features, inter/intra-similarity, ViTMatte-style decoder",
+    )
+
+    def __init__(
+        self,
+        sd_path: str | None = None,
+        checkpoint: str | None = None,
+        preprocess: str = "official768",
+        input_size: int = 768,
+        interpolation: str = "fixed",
+        interp_seed: int = 0,
+        crop_fill: str = "edge",
+        device: str = "auto",
+        dtype: str = "auto",
+        ensemble_size: int = 4,
+        timestep: int = 200,
+        noise_seed: int = 0,
+        posterior: str = "sample",
+        batch_size: int = 1,
+        compile: bool = False,
+        prompt_embeds_file: str | None = None,
+        check_sd21: bool = True,
+        attention_impl: str = "sdpa",
+        attn_chunk_mb: int = 32,
+        prompt_top_m: int = 16,
+        trust_checkpoint: bool = False,
+        allow_random_decoder: bool = False,
+        decoder_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if preprocess not in MODES:
+            raise ValueError(f"iconmatting: preprocess must be one of {MODES}, got {preprocess!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"iconmatting: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        if crop_fill not in CROP_FILLS:
+            raise ValueError(f"iconmatting: crop_fill must be one of {CROP_FILLS}, got {crop_fill!r}")
+        if batch_size < 1:
+            raise ValueError("iconmatting: batch_size must be >= 1")
+        if checkpoint is None and not allow_random_decoder:
+            raise ValueError(
+                "iconmatting: a decoder checkpoint is required (checkpoint=...); "
+                "allow_random_decoder=True builds random weights and is for tests only"
+            )
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.preprocess, self.input_size, self.crop_fill = preprocess, int(input_size), crop_fill
+        self.interpolation, self.interp_seed = interpolation, int(interp_seed)
+        self.batch_size, self.prompt_top_m = int(batch_size), int(prompt_top_m)
+        self.settings = ExtractorSettings(
+            timestep=int(timestep),
+            ensemble_size=int(ensemble_size),
+            posterior=posterior,
+            noise_seed=int(noise_seed),
+            attention_impl=attention_impl,
+            attn_chunk_bytes=int(attn_chunk_mb) << 20,
+        )
+        self.extractor = SDFeatureExtractor.from_pretrained(
+            sd_path or SD21_REPO,
+            self.settings,
+            prompt_embeds_file=prompt_embeds_file,
+            check_sd21=check_sd21,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        cfg = DecoderConfig.for_input(self.input_size, self.extractor.feature_channels)
+        self.decoder = self._build_decoder(cfg, checkpoint, trust_checkpoint, decoder_seed)
+        self._checkpoint = checkpoint
+        self._decoder_seed = int(decoder_seed) if checkpoint is None else None
+        self._fingerprint: str | None = None
+        self._roi_tokens: torch.Tensor | None = None
+        if compile:
+            self._compile()
+
+    # ------------------------------------------------------------------ construction
+    def _build_decoder(self, cfg: DecoderConfig, checkpoint: str | None, trust: bool, seed: int) -> InContextDecoder:
+        decoder = InContextDecoder(cfg)
+        if checkpoint is not None:
+            load_decoder_weights(decoder, checkpoint, trust_checkpoint=trust)
+        else:
+            randomize_decoder_(decoder, seed)
+            log.warning("iconmatting: using a RANDOM decoder (allow_random_decoder=True): outputs are meaningless")
+        return decoder.eval().to(self.device)
+
+    def _compile(self) -> None:
+        """Best effort: compile the decoder and the UNet's ResNet blocks (attention stays eager)."""
+        self.decoder.compile()
+        for module in self.extractor.unet.modules():
+            if type(module).__name__ == "ResnetBlock2D":
+                module.compile()
+
+    # ------------------------------------------------------------------ helpers
+    def _rng(self, sample_id: str, role: str) -> np.random.Generator | None:
+        if self.interpolation != "official_random":
+            return None
+        return np.random.default_rng([self.interp_seed, zlib.crc32(f"{role}:{sample_id}".encode())])
+
+    def _image(self, sample_id: str, image: np.ndarray, role: str):
+        frame = make_frame(image.shape[:2], self.input_size, self.preprocess)
+        rng = self._rng(sample_id, role)
+        tensor = image_to_frame(image, frame, pick_interpolation("image", self.interpolation, rng))
+        return frame, torch.from_numpy(tensor), rng
+
+    def _autocast(self):
+        enabled = self.device.type == "cuda" and self.dtype != torch.float32
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
+
+    # ------------------------------------------------------------------ protocol
+    def prepare(self, references: Sequence[Reference]) -> None:
+        """Encode the reference(s) once and keep their RoI tokens for the episode."""
+        super().prepare(references)
+        self._roi_tokens = None
+        images, prompts = [], []
+        for ref in references:
+            if ref.image.shape[:2] != tuple(ref.prompt.shape):
+                raise MethodError(f"iconmatting: prompt shape {ref.prompt.shape} != image {ref.image.shape[:2]}")
+            frame, tensor, rng = self._image(ref.sample_id, ref.image, "reference")
+            images.append(tensor)
+            if ref.prompt.kind == "mask":
+                alpha = ref.prompt.foreground_mask().astype(np.float32)
+                interp = pick_interpolation("alpha", self.interpolation, rng)
+                prompts.append(torch.from_numpy(alpha_to_frame(alpha, frame, interp)))
+            else:
+                prompts.append(torch.from_numpy(labels_to_frame(ref.prompt.labels(), frame)))
+        sparse = any(r.prompt.kind != "mask" for r in references)
+        ft, attn = self.extractor.reference_features(torch.stack(images), with_attention=sparse)
+        grid = (ft.shape[-2], ft.shape[-1])
+        tokens, report = [], []
+        for i, ref in enumerate(references):
+            p = prompts[i]
+            if ref.prompt.kind == "mask":
+                cells = roi_cells(p, grid)
+            else:
+                fg = marked_cells(p, grid, FOREGROUND)
+                bg = marked_cells(p, grid, BACKGROUND)
+                cells = prompt_cells(fg, bg, attn[i], self.prompt_top_m)
+            tokens.append(tokens_from_cells(ft[i], cells))
+            report.append(f"{ref.sample_id} ({ref.prompt.kind}): {int(cells.sum())} token(s)")
+        k = sum(t.shape[0] for t in tokens)
+        if k == 0:
+            kernel = self.input_size // grid[0]
+            raise EmptyRoIError(
+                f"iconmatting: empty RoI — no {kernel}×{kernel} cell of the {self.input_size}² working frame is "
+                f"fully inside the reference prompt ({'; '.join(report)}). Thin or small objects vanish under "
+                "the official min-pooling; use a larger prompt, preprocess='full', or points/scribbles."
+            )
+        log.debug("iconmatting: RoI tokens %s", "; ".join(report))
+        self._roi_tokens = torch.cat(tokens).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, targets: Sequence[Target]) -> list[np.ndarray]:
+        """Alpha (float32, [0, 1], target H×W) for every target; batches of ``batch_size``."""
+        _ = self.references  # raises if prepare() was not called
+        if self._roi_tokens is None:
+            raise MethodError("iconmatting: predict() called before a successful prepare()")
+        out: list[np.ndarray] = []
+        for start in range(0, len(targets), self.batch_size):
+            chunk = targets[start : start + self.batch_size]
+            frames, images = [], []
+            for t in chunk:
+                frame, tensor, _ = self._image(t.sample_id, t.image, "target")
+                frames.append(frame)
+                images.append(tensor)
+            batch = torch.stack(images).to(self.device)
+            feats = self.extractor.target_features(batch)
+            with self._autocast():
+                res = self.decoder(batch, feats.ft_cor, feats.ft_matting, feats.attn, self._roi_tokens)
+            alpha = res.alpha.float().clamp(0, 1).cpu().numpy()[:, 0]
+            out.extend(alpha_from_frame(a, f, self.crop_fill) for a, f in zip(alpha, frames, strict=True))
+        return out
+
+    def predict_one(self, target: Target) -> np.ndarray:
+        return self.predict([target])[0]
+
+    # ------------------------------------------------------------------ identity
+    def settings_dict(self) -> dict[str, Any]:
+        """Everything besides weights that changes outputs."""
+        return {
+            "preprocess": self.preprocess,
+            "input_size": self.input_size,
+            "interpolation": self.interpolation,
+            "interp_seed": self.interp_seed if self.interpolation == "official_random" else None,
+            "crop_fill": self.crop_fill,
+            "extractor": {k: v for k, v in vars(self.settings).items() if k != "attn_chunk_bytes"},
+            "prompt_top_m": self.prompt_top_m,
+            "device": self.device.type,
+            "dtype": str(self.dtype),
+            "random_decoder_seed": self._decoder_seed,
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 over the decoder checkpoint bytes, the SD folder's configs/file sizes,
+        the empty-prompt embedding and :meth:`settings_dict`."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            if self._checkpoint is not None:
+                h.update(f"ckpt:{Path(self._checkpoint).stat().st_size}:{file_digest(self._checkpoint)}".encode())
+            h.update(f"sd:{folder_fingerprint(self.extractor.source)}".encode())
+            h.update(self.extractor.prompt_embeds.detach().cpu().numpy().tobytes())
+            h.update(json.dumps(self.settings_dict(), sort_keys=True, default=str).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
