@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -193,21 +194,32 @@ class Runner:
 
     def _run_pending(self, dataset: Dataset, pending: list[Episode], ep_dir: Path, identity: dict) -> None:
         method = self._build_method(identity)
-        cache = ViewCache(self.r["resolution"])
+        derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
+        scoring = _scoring_pool(self.r["workers"])
+        # With several workers, one of them decodes upcoming images in a background thread.
+        cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=min(1, scoring.n - 1))
         total = sum(len(e.targets) for e in pending)
         progress = _progress(total, f"{self.method_name} on {self.dataset_name}", self.r.get("progress", "auto"))
-        with _scoring_pool(self.r["workers"]) as pool:
-            for episode in pending:
-                rows = self._run_episode(dataset, episode, method, cache, pool, progress)
-                t0 = time.perf_counter()
-                _write_csv(ep_dir / f"{_slug(episode.key)}.csv", rows)
-                self.stats.write_s += time.perf_counter() - t0
+        with scoring as pool:
+            # Scoring of earlier episodes overlaps with the method on later ones; an episode's file
+            # is written (in plan order) once all its scores are back.
+            in_flight: deque[_InFlight] = deque()
+            limit = 2 * scoring.n
+            for i, episode in enumerate(pending):
+                for upcoming in pending[i:i + 2]:
+                    cache.prefetch(dataset.samples[s] for s in (*upcoming.references, *upcoming.targets))
+                in_flight.append(self._start_episode(dataset, episode, method, cache, pool, progress))
+                while in_flight and (in_flight[0].done() or len(in_flight) > limit):
+                    self._finish_episode(in_flight.popleft(), ep_dir, progress)
+            while in_flight:
+                self._finish_episode(in_flight.popleft(), ep_dir, progress)
         progress.close()
+        cache.close()
         self.stats.decode_s += cache.decode_seconds
 
-    # One episode: prompt, prepare, predict in batches, save, score.
-    def _run_episode(self, dataset: Dataset, episode: Episode, method: Method, cache: ViewCache,
-                     pool: Executor | None, progress) -> list[dict[str, Any]]:
+    # One episode: prompt, prepare, predict in batches, save, submit the scoring jobs.
+    def _start_episode(self, dataset: Dataset, episode: Episode, method: Method, cache: ViewCache,
+                       pool: Executor | None, progress) -> _InFlight:
         base = self._row_base(dataset, episode)
         guidance = method.info.guidance
         try:
@@ -223,10 +235,11 @@ class Runner:
         except Exception as exc:
             self._maybe_raise(exc)
             progress.update(len(episode.targets))
-            return [self._error_row(base, t, f"reference: {_describe(exc)}") for t in episode.targets]
+            return _InFlight(episode, base, [self._error_row(base, t, f"reference: {_describe(exc)}")
+                                             for t in episode.targets], [])
 
         rows: list[dict[str, Any]] = []
-        pending: list[tuple[str, float, str, Future | ScoreResult]] = []
+        pending: list[tuple[str, float, Future | ScoreResult]] = []
         batch_size = max(1, int(self.r["batch_size"]))
         for start in range(0, len(episode.targets), batch_size):
             batch_ids = episode.targets[start:start + batch_size]
@@ -273,18 +286,19 @@ class Runner:
                     progress.update(1)
                     continue
                 job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
-                               self.r["trimap_radius_fraction"])
+                               self.r["trimap_radius_fraction"], view.trimap_source)
                 result = pool.submit(score, job) if pool is not None else score(job)
-                pending.append((view.sample.id, per_target_s, "", result))
-                if pool is None:
-                    self.stats.metrics_s += result.seconds  # type: ignore[union-attr]
-                    progress.update(1)
-        for tid, secs, _, result in pending:
+                pending.append((view.sample.id, per_target_s, result))
+        return _InFlight(episode, base, rows, pending)
+
+    def _finish_episode(self, job: _InFlight, ep_dir: Path, progress) -> None:
+        """Collect an episode's scores and write its file (the resume unit) atomically."""
+        episode, base, rows = job.episode, job.base, job.rows
+        for tid, secs, result in job.pending:
             try:
                 res = result.result() if isinstance(result, Future) else result
-                if isinstance(result, Future):
-                    self.stats.metrics_s += res.seconds
-                    progress.update(1)
+                self.stats.metrics_s += res.seconds
+                progress.update(1)
             except Exception as exc:
                 self._maybe_raise(exc)
                 rows.append(self._error_row(base, tid, f"metrics: {_describe(exc)}", secs))
@@ -299,14 +313,17 @@ class Runner:
         order = {t: i for i, t in enumerate(episode.targets)}
         regions = {r: i for i, r in enumerate(self.r["regions"])}
         rows.sort(key=lambda row: (order[row["target"]], regions.get(row["region"], 0)))
-        return rows
+        t0 = time.perf_counter()
+        _write_csv(ep_dir / f"{_slug(episode.key)}.csv", rows)
+        self.stats.write_s += time.perf_counter() - t0
 
     def _guidance(self, view: SampleView, guidance: str) -> np.ndarray | None:
         """Per-target auxiliary input derived from the ground truth (paper Table 3)."""
         if guidance in ("trimap", "mask") and view.alpha is None:
             raise ValueError(f"'{view.sample.id}' has no ground truth to derive a {guidance} from")
         if guidance == "trimap":
-            return trimap_for(view.alpha, view.trimap, self.r["trimap_radius_fraction"])[0]
+            return view.trimap if view.trimap is not None else trimap_for(
+                view.alpha, None, self.r["trimap_radius_fraction"])[0]
         if guidance == "mask":
             a = view.alpha
             return a > 127 if a.dtype == np.uint8 else a > 0.5
@@ -363,6 +380,19 @@ class Runner:
         t0 = time.perf_counter()
         _write_csv(self.out / "results.csv", rows)
         self.stats.write_s += time.perf_counter() - t0
+
+
+@dataclass
+class _InFlight:
+    """An episode whose predictions are saved and whose scores may still be computing."""
+
+    episode: Episode
+    base: dict[str, Any]
+    rows: list[dict[str, Any]]
+    pending: list[tuple[str, float, Future | ScoreResult]]
+
+    def done(self) -> bool:
+        return all(not isinstance(r, Future) or r.done() for _, _, r in self.pending)
 
 
 def _check_prediction(pred: Any, view: SampleView) -> np.ndarray:

@@ -21,6 +21,7 @@ class ScoreJob:
     regions: tuple[str, ...]
     metric_protocol: str = "dim"
     radius_fraction: float = DEFAULT_RADIUS_FRACTION
+    trimap_source: str = "file"  # how ``trimap`` was obtained, when given
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ def score(job: ScoreJob) -> ScoreResult:
     trimap, source = None, ""
     if "unknown" in job.regions:
         trimap, source = trimap_for(job.gt, job.trimap, job.radius_fraction)
+        if job.trimap is not None:
+            source = job.trimap_source
     result = evaluate(job.pred, job.gt, trimap, protocol=job.metric_protocol)
     values = {r: {m: float(result[r][m]) for m in METRIC_NAMES} for r in job.regions}
     return ScoreResult(values, source, time.perf_counter() - t0)

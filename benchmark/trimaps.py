@@ -9,8 +9,8 @@ eroded by the same disc, unknown (128) everywhere else. R scales with the image:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
 DEFAULT_RADIUS_FRACTION = 0.01
 
@@ -50,4 +50,7 @@ def _erode_disc(mask: np.ndarray, r: int) -> np.ndarray:
         return mask
     if mask.all():
         return mask
-    return ndi.distance_transform_edt(mask) > r
+    # OpenCV's precise L2 transform is exact (Felzenszwalb–Huttenlocher) and ~10× faster than scipy's;
+    # distances are square roots of integers, so the float32 comparison with an integer r is exact.
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist > r

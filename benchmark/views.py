@@ -9,12 +9,17 @@ rounded, trimap with nearest neighbour. Metrics are then computed at 768×768.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from benchmark.io import read_alpha, read_image, read_trimap
+from benchmark.scoring import trimap_for
 from benchmark.types import Sample
 
 RESOLUTIONS = ("original", "official768")
@@ -30,6 +35,7 @@ class SampleView:
     image: np.ndarray
     alpha: np.ndarray | None
     trimap: np.ndarray | None
+    trimap_source: str = "file"  # "file", or "derived-r<R>" when derived from the ground truth
 
 
 def centre_square(shape: tuple[int, int]) -> tuple[slice, slice]:
@@ -59,8 +65,11 @@ def to_official768(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarr
     return img, a, t
 
 
-def load_view(sample: Sample, resolution: str = "original") -> SampleView:
-    """Decode a sample; raises a clear error naming the file on any problem."""
+def load_view(sample: Sample, resolution: str = "original", derive_trimap_fraction: float | None = None) -> SampleView:
+    """Decode a sample; raises a clear error naming the file on any problem.
+
+    With ``derive_trimap_fraction`` a sample without a trimap file gets one derived from its
+    ground truth (at the evaluated resolution), once per run rather than once per round."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution '{resolution}'; choose one of {RESOLUTIONS}")
     image = read_image(sample.image_path)
@@ -79,38 +88,74 @@ def load_view(sample: Sample, resolution: str = "original") -> SampleView:
                              f"matte is {alpha.shape[1]}×{alpha.shape[0]}")
     if resolution == "official768":
         image, alpha, trimap = to_official768(image, alpha, trimap)
+    if trimap is None and derive_trimap_fraction is not None:
+        trimap, source = trimap_for(alpha, None, derive_trimap_fraction)
+        return SampleView(sample, image, alpha, trimap, source)
     return SampleView(sample, image, alpha, trimap)
 
 
 class ViewCache:
-    """Keeps the decoded views of one group at a time: episodes run group by group, so every
-    image is decoded once per run however many rounds use it. Failures are cached too. At most
-    ``capacity`` views are held (least recently used dropped), which bounds memory on videos."""
+    """Decoded views, each image decoded once per run however many rounds use it.
 
-    def __init__(self, resolution: str, capacity: int = 64) -> None:
+    Episodes run group by group; views of the current and the next group are kept (anything
+    older is dropped), and at most ``capacity`` views are held (least recently used dropped
+    first), which bounds memory on videos. Failures are cached too and re-raised on every use.
+    With ``threads`` > 0, :meth:`prefetch` decodes upcoming samples in background threads
+    (Pillow and OpenCV release the GIL while decoding), overlapping decoding with the method.
+    """
+
+    def __init__(self, resolution: str, capacity: int = 64, derive_trimap_fraction: float | None = None,
+                 threads: int = 0) -> None:
         self.resolution = resolution
+        self.derive_trimap_fraction = derive_trimap_fraction
         self.capacity = capacity
-        self._group: str | None = None
-        self._views: dict[str, SampleView | Exception] = {}
+        self._views: dict[str, Future] = {}
+        self._groups: list[str] = []
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 0 else None
+        self._lock = threading.Lock()
         self.decode_seconds = 0.0
 
-    def get(self, sample: Sample) -> SampleView:
-        import time
+    def _load(self, sample: Sample) -> SampleView:
+        t0 = time.perf_counter()
+        try:
+            return load_view(sample, self.resolution, self.derive_trimap_fraction)
+        finally:
+            with self._lock:
+                self.decode_seconds += time.perf_counter() - t0
 
-        if sample.group != self._group:
-            self._group, self._views = sample.group, {}
+    def _request(self, sample: Sample, background: bool) -> Future:
         if sample.id in self._views:
-            self._views[sample.id] = self._views.pop(sample.id)  # most recently used last
+            fut = self._views.pop(sample.id)
+            self._views[sample.id] = fut  # most recently used last
+            return fut
+        if sample.group not in self._groups:
+            self._groups = [*self._groups[-1:], sample.group]
+            keep = set(self._groups)
+            self._views = {k: f for k, f in self._views.items() if f.group in keep}  # type: ignore[attr-defined]
+        while len(self._views) >= self.capacity:
+            del self._views[next(iter(self._views))]
+        if background and self._pool is not None:
+            fut = self._pool.submit(self._load, sample)
         else:
-            if len(self._views) >= self.capacity:
-                del self._views[next(iter(self._views))]
-            t0 = time.perf_counter()
+            fut = Future()
             try:
-                self._views[sample.id] = load_view(sample, self.resolution)
+                fut.set_result(self._load(sample))
             except Exception as exc:  # recorded as that sample's error
-                self._views[sample.id] = exc
-            self.decode_seconds += time.perf_counter() - t0
-        view = self._views[sample.id]
-        if isinstance(view, Exception):
-            raise view
-        return view
+                fut.set_exception(exc)
+        fut.group = sample.group  # type: ignore[attr-defined]
+        self._views[sample.id] = fut
+        return fut
+
+    def prefetch(self, samples: Iterable[Sample]) -> None:
+        """Start decoding ``samples`` in the background (no-op without threads)."""
+        if self._pool is not None:
+            for sample in samples:
+                self._request(sample, background=True)
+
+    def get(self, sample: Sample) -> SampleView:
+        """The decoded view; raises the decoding error (naming the file) if it failed."""
+        return self._request(sample, background=False).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -101,8 +101,17 @@ def scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return float(d.sum() / 1000.0), float(np.mean(d * d))
 
 
+def reference_prompt(kind: str, alpha: np.ndarray, group: str, round_index: int, ref_id: str) -> Prompt:
+    """The protocol's mask (alpha > 0.5), or the project's seeded scribble/points prompt."""
+    if kind == "mask":
+        return Prompt(kind="mask", shape=alpha.shape, mask=alpha > 127)
+    from benchmark.prompts import make_prompt
+
+    return make_prompt(kind, alpha, seed=0, group=group, round_index=round_index, reference=ref_id)
+
+
 def evaluate(groups: dict[str, list[Item]], methods: dict[str, Callable[[], Method]],
-             rounds: int = 3, skip_large: bool = False) -> tuple[dict, list]:
+             rounds: int = 3, skip_large: bool = False, prompt: str = "mask") -> tuple[dict, list]:
     """Per method (SAD, MSE) means and per-target rows (method, target, seconds, SAD, MSE)."""
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -121,11 +130,12 @@ def evaluate(groups: dict[str, list[Item]], methods: dict[str, Callable[[], Meth
         for r in range(rounds):
             ref_item = items[r % len(items)]
             ref_img, ref_a = load(ref_item)
-            prompt = Prompt(kind="mask", shape=ref_a.shape, mask=ref_a > 127)  # alpha > 0.5
-            ref = Reference(ref_item.id, ref_img, prompt)
+            ref = Reference(ref_item.id, ref_img, reference_prompt(prompt, ref_a, key, r, ref_item.id))
             targets = [it for it in items if it.id != ref_item.id]
             for mname, factory in methods.items():
                 method = factory()
+                if prompt not in method.info.prompt_kinds and method.info.guidance == "in_context":
+                    continue
                 method.prepare([ref])
                 sads, mses = [], []
                 for it in targets:
@@ -193,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--methods", default="constant,reference_mask,classical,trimap_matting")
     ap.add_argument("--param", action="append", default=[], help="classical kwarg, e.g. long_side=384")
     ap.add_argument("--skip-large", action="store_true", help=f"skip images over {LARGE_PIXELS} px")
+    ap.add_argument("--prompt", default="mask", choices=["mask", "scribble", "points"],
+                    help="reference prompt (scribble/points: benchmark.prompts defaults, seed 0)")
     ap.add_argument("--rows", action="store_true", help="print per-target rows")
     ap.add_argument("--time-large", action="store_true",
                     help=f"also time every method on each image over {LARGE_PIXELS} px (e.g. statue_01)")
@@ -202,11 +214,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods = {m: (lambda m=m: build_method(m, **(params if m == "classical" else {})))
                for m in args.methods.split(",")}
     t0 = time.perf_counter()
-    table, rows = evaluate(groups, methods, skip_large=args.skip_large)
+    table, rows = evaluate(groups, methods, skip_large=args.skip_large, prompt=args.prompt)
     if args.rows:
         for r in rows:
             print(f"{r[0]:15s} {r[1]:45s} {r[2]:7.2f}s  SAD {r[3]:8.2f}  MSE {r[4]:.4f}")
-    print(f"\n{args.dataset} ({len(groups)} groups, {time.perf_counter() - t0:.0f}s)")
+    print(f"\n{args.dataset}, {args.prompt} prompt ({len(groups)} groups, {time.perf_counter() - t0:.0f}s)")
     print("| method | SAD | MSE | mean s/target | max s/target |\n|---|---|---|---|---|")
     for mname, (sad, mse) in table.items():
         ts = [r[2] for r in rows if r[0] == mname]
