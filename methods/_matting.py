@@ -107,7 +107,8 @@ def solve_alpha(image: np.ndarray, trimap: np.ndarray, solver: str = "cf", epsil
 
 
 def solve_alpha_soft(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, confidence: np.ndarray,
-                     lam: float = 0.1, epsilon: float = 1e-6, maxiter: int = 2000) -> np.ndarray:
+                     lam: float = 0.1, epsilon: float = 1e-6, maxiter: int = 2000,
+                     min_confidence: float = 0.01) -> np.ndarray:
     """Closed-form matting whose unknown pixels are also pulled towards a soft ``prior``.
 
     Minimises αᵀLα + λ Σ cᵢ (αᵢ − priorᵢ)² over the unknown pixels (L: closed-form matting
@@ -133,15 +134,18 @@ def solve_alpha_soft(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, c
     k = known[sl].ravel()
     u = ~k
     L = cf_laplacian(img, epsilon=epsilon, is_known=known[sl])
-    c = lam * np.clip(confidence[sl], 0.0, 1.0).ravel()[u].astype(np.float64)
+    # A small confidence floor keeps the system positive definite even where nothing is known
+    # and the prior is undecided (CG would otherwise crawl on a singular system).
+    c = lam * np.clip(confidence[sl], min_confidence, 1.0).ravel()[u].astype(np.float64)
     L_U = (L[u][:, u] + _diag(c)).tocsc()
     rhs = c * prior[sl].ravel()[u].astype(np.float64)
     if k.any():
         rhs -= L[u][:, k].dot(fg[sl].ravel()[k].astype(np.float64))
+    x0 = np.clip(prior[sl].ravel()[u].astype(np.float64), 0.0, 1.0)  # warm start: the prior
     try:
-        x = cg(L_U, rhs, M=ichol(L_U), maxiter=maxiter)
+        x = cg(L_U, rhs, x0=x0, M=ichol(L_U), maxiter=maxiter)
     except (ValueError, ArithmeticError):
-        x = cg(L_U, rhs, M=jacobi(L_U), maxiter=maxiter)
+        x = cg(L_U, rhs, x0=x0, M=jacobi(L_U), maxiter=maxiter)
     sub = alpha[sl]
     sub[unknown[sl]] = np.clip(np.nan_to_num(x, nan=0.5), 0.0, 1.0)
     return alpha

@@ -101,6 +101,8 @@ class ClassicalMethod(BaseMethod):
       on unknown pixels (0 = plain trimap solve, also used for ``lbdm``/``knn``).
     - ``seed_radius``: scribble/point marks grow into discs of this radius (fraction of the long side).
     - ``border_weight``: background evidence (logit units) on reference-free image borders.
+    - ``max_unknown``: most unknown pixels handed to the matting solver; beyond it the matte
+      is solved on a proportionally smaller copy (keeps the worst case at a few seconds).
     """
 
     info = MethodInfo(
@@ -116,7 +118,7 @@ class ClassicalMethod(BaseMethod):
                  ref_weight: float = 0.5, target_weight: float = 1.5, smooth_radius: float = 0.01,
                  smooth_eps: float = 1e-3, fg_threshold: float = 0.8, bg_threshold: float = 0.2,
                  band: float = 0.01, epsilon: float = 1e-6, seed_radius: float = 0.02,
-                 soft_lambda: float = 0.1, border_weight: float = 3.0) -> None:
+                 soft_lambda: float = 0.1, border_weight: float = 3.0, max_unknown: int = 60_000) -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"classical: solver must be one of {list(SOLVERS)}, got '{solver}'")
@@ -141,6 +143,7 @@ class ClassicalMethod(BaseMethod):
         self.seed_radius = float(seed_radius)
         self.soft_lambda = float(soft_lambda)
         self.border_weight = float(border_weight)
+        self.max_unknown = int(max_unknown)
         self._fg: HistogramModel | None = None
         self._bg: HistogramModel | None = None
         self._prior: np.ndarray | None = None
@@ -289,8 +292,15 @@ class ClassicalMethod(BaseMethod):
         image = _rgb8(target.image, f"target {target.sample_id}")
         size = image.shape[:2]
         p = self.soft_foreground(image)
-        small = resize_image(image, p.shape).astype(np.float64) / 255.0
         trimap = self.pseudo_trimap(p)
+        unknown = int((trimap == 0.5).sum())
+        if unknown > self.max_unknown:
+            # Bound the solver's cost (its preconditioner grows with the unknown pixels): matte a
+            # smaller copy when the segmentation leaves too much undecided.
+            scale = (self.max_unknown / unknown) ** 0.5
+            p = resize_alpha(p, (max(1, round(p.shape[0] * scale)), max(1, round(p.shape[1] * scale))))
+            trimap = self.pseudo_trimap(p)
+        small = resize_image(image, p.shape).astype(np.float64) / 255.0
         if self.soft_lambda > 0 and self.solver == "cf":
             alpha = solve_alpha_soft(small, trimap, p, np.abs(2.0 * p - 1.0), self.soft_lambda, self.epsilon)
         else:

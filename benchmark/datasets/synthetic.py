@@ -353,15 +353,17 @@ def load_synthetic(root: str | os.PathLike | None = None, num_groups: int = 4, i
     params = _params(int(num_groups), int(images_per_group), (h, w), int(seed), str(name))
     folder = Path(root).expanduser() if root is not None else default_root(params)
     if not _is_complete(folder, params):
+        if folder.exists() and not _replaceable(folder):
+            raise DatasetError(f"synthetic: {folder} exists and is not a synthetic dataset folder; "
+                               "refusing to overwrite it")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
         try:
             generate(tmp, params)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is a normal folder
+            if _is_complete(folder, params):  # another process finished first: keep its copy
+                return load_manifest(root=folder, name=name)
             if folder.exists():  # stale or incomplete: move it aside, then swap the new one in
-                if not _replaceable(folder):
-                    raise DatasetError(f"synthetic: {folder} exists and is not a synthetic dataset "
-                                       "folder; refusing to overwrite it")
                 stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
                 os.replace(folder, stale / "old")
                 shutil.rmtree(stale, ignore_errors=True)
