@@ -11,8 +11,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from metrics.io import AlphaDecodeError, read_alpha, read_trimap
 from PIL import Image
+
+from metrics.io import AlphaDecodeError, read_alpha, read_trimap
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # 24-Mpx photos are normal here; keep a guard against bombs
 
@@ -68,7 +69,10 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def quantize_alpha(alpha: np.ndarray) -> np.ndarray:
     """float alpha in [0, 1] → uint8 by rounding (the values that are saved and scored)."""
-    return np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
+    a = np.asarray(alpha)
+    scaled = np.clip(a, 0.0, 1.0) * a.dtype.type(255.0) if np.issubdtype(a.dtype, np.floating) \
+        else np.clip(a, 0.0, 1.0) * 255.0
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 __all__ = [

@@ -196,8 +196,9 @@ class Runner:
         method = self._build_method(identity)
         derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
         scoring = _scoring_pool(self.r["workers"])
-        # With several workers, one of them decodes upcoming images in a background thread.
-        cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=min(1, scoring.n - 1))
+        # With several workers, as many threads decode upcoming images in the background.
+        threads = scoring.n if scoring.n > 1 else 0
+        cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=threads)
         total = sum(len(e.targets) for e in pending)
         progress = _progress(total, f"{self.method_name} on {self.dataset_name}", self.r.get("progress", "auto"))
         with scoring as pool:
@@ -275,10 +276,15 @@ class Runner:
                     rows.append(self._error_row(base, view.sample.id, f"method: {exc}", per_target_s))
                     progress.update(1)
                     continue
-                t0 = time.perf_counter()
+                save_path = None
                 if self.r.get("save_predictions", True):
-                    write_png(self.out / "predictions" / f"r{episode.round}" / f"{view.sample.id}.png", q)
-                self.stats.write_s += time.perf_counter() - t0
+                    save_path = str(self.out / "predictions" / f"r{episode.round}" / f"{view.sample.id}.png")
+                if view.alpha is None or pool is None:  # write here; with a pool the worker writes
+                    t0 = time.perf_counter()
+                    if save_path:
+                        write_png(save_path, q)
+                    save_path = None
+                    self.stats.write_s += time.perf_counter() - t0
                 if view.alpha is None:  # an unlabelled video frame: saved, not scored
                     rows.append(dict(self._error_row(base, view.sample.id, "", per_target_s, log_it=False),
                                      status="unscored"))
@@ -286,7 +292,7 @@ class Runner:
                     progress.update(1)
                     continue
                 job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
-                               self.r["trimap_radius_fraction"], view.trimap_source)
+                               self.r["trimap_radius_fraction"], view.trimap_source, save_path)
                 result = pool.submit(score, job) if pool is not None else score(job)
                 pending.append((view.sample.id, per_target_s, result))
         return _InFlight(episode, base, rows, pending)

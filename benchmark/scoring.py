@@ -22,6 +22,7 @@ class ScoreJob:
     metric_protocol: str = "dim"
     radius_fraction: float = DEFAULT_RADIUS_FRACTION
     trimap_source: str = "file"  # how ``trimap`` was obtained, when given
+    save_path: str | None = None  # write ``pred`` here as PNG first (in the worker, off the main loop)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ def score(job: ScoreJob) -> ScoreResult:
     """Evaluate the requested regions in one metrics call (per-pixel maps shared)."""
     from metrics import evaluate
 
+    if job.save_path is not None:
+        from benchmark.io import write_png
+
+        write_png(job.save_path, job.pred)
     t0 = time.perf_counter()
     trimap, source = None, ""
     if "unknown" in job.regions:

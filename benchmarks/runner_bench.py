@@ -52,7 +52,7 @@ def main() -> None:
             overhead = wall - s.decode_s - s.method_s - s.metrics_s if workers == 1 else float("nan")
             print(f"{workers:>7} {wall:>8.2f} {s.decode_s:>8.2f} {s.method_s:>8.3f} {metrics:>8.2f} "
                   f"{s.write_s:>8.2f} {overhead:>9.3f} {100 * overhead / wall:>6.1f} {s.targets}")
-        print("(2 workers: metrics in 2 processes, decoding in a background thread; decode/metrics seconds overlap)")
+        print("(2 workers: metrics in 2 processes, decoding in 2 background threads; decode/metrics seconds overlap)")
         print(f"metric seconds summed over the 2 workers: {results[2][0].metrics_s:.2f}")
         ratio = results[2][1] / results[1][1]
         print(f"2-worker wall / 1-worker wall = {ratio:.2f} (target ≤ 0.70)")
