@@ -12,10 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import warnings
 from pathlib import Path
 
-from benchmark.datasets.common import DatasetError, build_dataset, index_by_stem, require_dir
+from benchmark.datasets.common import DatasetError, Problems, build_dataset, index_by_stem, require_dir
 from benchmark.datasets.icm57 import icm_group_key
 from benchmark.types import Dataset, Sample
 
@@ -48,18 +47,14 @@ def load_aim500(root: str | os.PathLike, groups: str | os.PathLike, name: str = 
     images = index_by_stem(require_dir(root / "original", "original"))
     alphas = index_by_stem(require_dir(root / "mask", "mask"))
     trimaps = index_by_stem(root / "trimap")
-    samples, problems = [], []
+    samples, problems = [], Problems(on_missing)
     for stem, group in grouping.items():
         if stem not in images or stem not in alphas:
-            msg = f"{groups}: '{stem}' has no file in original/ and mask/ under {root}"
-            if on_missing == "error":
-                raise DatasetError(msg)
-            problems.append({"sample": stem, "group": group, "error": msg})
+            problems.report(stem, group, f"{groups}: '{stem}' has no file in original/ and mask/ under {root}")
             continue
         samples.append(Sample(id=stem, group=group, image_path=images[stem], alpha_path=alphas[stem],
                               trimap_path=trimaps.get(stem)))
-    if problems:
-        warnings.warn(f"{name}: {len(problems)} grouped images without files were skipped", stacklevel=2)
+    problems.warn(name)
     if not samples:
         raise DatasetError(f"{root}: no grouped image has an image and a mask")
-    return build_dataset(name, root, samples, meta={"problems": problems})
+    return build_dataset(name, root, samples, meta={"problems": list(problems)})

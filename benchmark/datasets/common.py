@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,27 @@ def build_dataset(name: str, root: Path, samples: list[Sample],
     groups = {k: Group(k, tuple(ids), dict(group_meta.get(k, {}))) for k, ids in members.items()}
     return Dataset(name=name, root=root, samples=by_id, groups=groups,
                    fingerprint=fingerprint(name, by_id, groups, root), meta=dict(meta or {}))
+
+
+class Problems(list):
+    """Entries a loader had to leave out: raise at once (``on_missing="error"``) or collect them
+    for ``dataset.meta["problems"]`` (the runner turns them into error rows) with one warning."""
+
+    def __init__(self, on_missing: str) -> None:
+        super().__init__()
+        if on_missing not in ("skip", "error"):
+            raise DatasetError(f"on_missing must be 'skip' or 'error', got '{on_missing}'")
+        self.on_missing = on_missing
+
+    def report(self, sample: str, group: str, message: str) -> None:
+        if self.on_missing == "error":
+            raise DatasetError(message)
+        self.append({"sample": sample, "group": group, "error": message})
+
+    def warn(self, name: str) -> None:
+        if self:
+            warnings.warn(f"{name}: {len(self)} entries without files were skipped (first: {self[0]['error']})",
+                          stacklevel=3)
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -11,10 +11,9 @@ Sample ids are ``<group>/<id>`` so equal file names in different groups never co
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
-from benchmark.datasets.common import DatasetError, build_dataset, index_by_stem, require_dir
+from benchmark.datasets.common import DatasetError, Problems, build_dataset, index_by_stem, require_dir
 from benchmark.types import Dataset, Sample
 
 ALPHA_SUFFIX, TRIMAP_SUFFIX = "_alpha", "_trimap"
@@ -27,7 +26,7 @@ def load_folder(root: str | os.PathLike, name: str = "folder", on_missing: str =
     if not group_dirs:
         raise DatasetError(f"{root}: no group sub-folders")
     samples: list[Sample] = []
-    problems: list[dict] = []
+    problems = Problems(on_missing)
     for gdir in group_dirs:
         if (gdir / "image").is_dir():
             images = index_by_stem(gdir / "image")
@@ -42,16 +41,11 @@ def load_folder(root: str | os.PathLike, name: str = "folder", on_missing: str =
         for stem, image in images.items():
             sid = f"{gdir.name}/{stem}"
             if stem not in alphas:
-                msg = f"{image}: no matte found for it in {gdir}"
-                if on_missing == "error":
-                    raise DatasetError(msg)
-                problems.append({"sample": sid, "group": gdir.name, "error": msg})
+                problems.report(sid, gdir.name, f"{image}: no matte found for it in {gdir}")
                 continue
             samples.append(Sample(id=sid, group=gdir.name, image_path=image, alpha_path=alphas[stem],
                                   trimap_path=trimaps.get(stem)))
-    if problems:
-        warnings.warn(f"{name}: {len(problems)} images without a matte were skipped "
-                      f"(first: {problems[0]['error']})", stacklevel=2)
+    problems.warn(name)
     if not samples:
         raise DatasetError(f"{root}: no image with a matte in any group folder")
-    return build_dataset(name, root, samples, meta={"problems": problems})
+    return build_dataset(name, root, samples, meta={"problems": list(problems)})

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
-from benchmark.datasets.common import DatasetError, build_dataset, index_by_stem, require_dir
+from benchmark.datasets.common import DatasetError, Problems, build_dataset, index_by_stem, require_dir
 from benchmark.types import Dataset, Sample
 
 
@@ -45,7 +44,7 @@ def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
     images = index_by_stem(require_dir(root / "image", "image"))
     alphas = index_by_stem(require_dir(root / "alpha", "alpha"))
     trimaps = index_by_stem(root / "trimap")
-    samples, problems = [], []
+    samples, problems = [], Problems(on_missing)
     for stem, info in table.items():
         if not isinstance(info, dict):
             raise DatasetError(f"{groups_path}: entry '{stem}' is not an object")
@@ -53,19 +52,15 @@ def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
         missing = [f"{folder}/{stem}.*" for folder, idx in (("image", images), ("alpha", alphas))
                    if stem not in idx]
         if missing:
-            msg = f"{groups_path.name}: key '{stem}' has no file {' or '.join(missing)} under {root}"
-            if on_missing == "error":
-                raise DatasetError(msg)
-            problems.append({"sample": stem, "group": key, "error": msg})
+            files = " or ".join(missing)
+            problems.report(stem, key, f"{groups_path.name}: key '{stem}' has no file {files} under {root}")
             continue
         samples.append(Sample(id=stem, group=key, image_path=images[stem], alpha_path=alphas[stem],
                               trimap_path=trimaps.get(stem), meta=dict(info)))
-    if problems:
-        warnings.warn(f"{name}: {len(problems)} grouping entries without files were skipped "
-                      f"(first: {problems[0]['error']})", stacklevel=2)
+    problems.warn(name)
     if not samples:
         raise DatasetError(f"{groups_path}: none of its {len(table)} entries has an image and a matte in {root}")
-    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": problems})
+    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": list(problems)})
 
 
 def _find_groups_file(root: Path, groups: str | os.PathLike | None) -> Path:
