@@ -141,7 +141,12 @@ def _attention_child(variant: str, threads: int, chunk_mb: int, queue) -> None:
         out = attn(x)
         dt = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result = {"official": proc.result, "none": lambda: torch.ones(1)}.get(variant, lambda: cap.mean("g"))()
+        if variant == "official":
+            result = proc.result()
+        elif variant == "none":
+            result = torch.ones(1)
+        else:
+            result = cap.mean("g")
     queue.put((variant, (peak - base) / 1024, dt, float(result.sum()), tuple(out.shape)))
 
 
@@ -181,8 +186,12 @@ def bench_attention(threads: int, chunk_mb: int) -> list[tuple[str, str]]:
         q = ctx.Queue()
         p = ctx.Process(target=_attention_child, args=(variant, threads, chunk_mb, q))
         p.start()
-        results[variant] = q.get()
-        p.join()
+        try:
+            results[variant] = q.get(timeout=600)
+        finally:
+            p.join(timeout=10)
+        if p.exitcode not in (0, None):
+            raise SystemExit(f"attention benchmark child '{variant}' failed (exit code {p.exitcode})")
     labels = {
         "none": "no capture (SDPA only)",
         "official": "official-style [E·heads,T,T] capture",
