@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     try:
         stats = Runner(plain, out_dir).run()
-    except (DatasetError, RunConfigError, UnknownNameError) as exc:
+    except (DatasetError, RunConfigError, UnknownNameError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(f"{cfg.method.name} on {cfg.dataset.name} ({cfg.prompt.kind}): {stats.episodes_total} episodes "

@@ -3,9 +3,10 @@
 Aggregation (per method, dataset, prompt, protocol, resolution, metric protocol and region):
 mean over the targets of a (group, round), then the mean over groups (every group weighs the
 same), then mean ± standard deviation (population, ddof = 0) over rounds. Error rows are
-counted, not averaged. ``complete`` is 1 when every planned episode of every shard is present
-and no row failed. Units follow the reference evaluation code: SAD, Grad and Conn are divided
-by 1000, MSE is the raw mean.
+counted, not averaged; a NaN value (MSE over an empty unknown region) is left out of its
+mean. ``complete`` is 1 when every planned episode of every shard is present and no row failed.
+Units follow the reference evaluation code: SAD, Grad and Conn are divided by 1000, MSE is the
+raw mean.
 
 Usage: ``python -m benchmark.leaderboard RUN_DIR [RUN_DIR …] [--out FILE] [--markdown FILE]``.
 """
@@ -46,10 +47,13 @@ def _planned(run_dir: Path) -> tuple[int, int, int]:
 
 
 def _mean(xs: Sequence[float]) -> float:
+    """Mean of the finite values (an empty region's NaN MSE is left out, not propagated)."""
+    xs = [x for x in xs if not math.isnan(x)]
     return math.fsum(xs) / len(xs) if xs else math.nan
 
 
 def _std(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
     if not xs:
         return math.nan
     m = _mean(xs)

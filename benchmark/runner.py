@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import shutil
 import sys
 import time
 from collections import deque
@@ -97,11 +98,23 @@ class Runner:
         bad = [x for x in r["regions"] if x not in REGIONS]
         if bad:
             raise RunConfigError(f"runner.regions: unknown region(s) {bad}; choose from {REGIONS}")
+        if r["metric_protocol"] not in ("dim", "icm"):
+            raise RunConfigError(f"runner.metric_protocol must be 'dim' or 'icm', got '{r['metric_protocol']}'")
         if r["on_error"] not in ("continue", "raise"):
             raise RunConfigError(f"runner.on_error must be 'continue' or 'raise', got '{r['on_error']}'")
         self.method_name, self.method_params = _split(self.cfg["method"], "name")
         self.dataset_name, self.dataset_params = _split(self.cfg["dataset"], "name")
         self.prompt_kind, self.prompt_params = _split(self.cfg["prompt"], "kind")
+        from methods import METHODS
+
+        info = getattr(METHODS.get(self.method_name), "info", None)
+        if info is not None and info.guidance == "in_context":
+            if self.prompt_kind not in info.prompt_kinds:
+                raise RunConfigError(f"method '{self.method_name}' does not accept prompt={self.prompt_kind} "
+                                     f"(accepts {sorted(info.prompt_kinds)})")
+            if r["references"] > info.max_references:
+                raise RunConfigError(f"method '{self.method_name}' accepts at most {info.max_references} "
+                                     f"reference(s); runner.references={r['references']}")
         self.stats = RunStats()
         self._method: Method | None = None
         self._method_hash: str | None = None
@@ -132,8 +145,8 @@ class Runner:
                     raise RunConfigError(
                         f"{self.out} holds results of a different configuration (see {path}); "
                         "choose another hydra.run.dir or pass runner.overwrite=true to start afresh")
-                for old in (self.out / "episodes").glob("*.csv"):
-                    old.unlink()
+                for sub in ("episodes", "prompts", "predictions"):
+                    shutil.rmtree(self.out / sub, ignore_errors=True)
                 stored = {}
             return stored
         return {}
@@ -201,21 +214,31 @@ class Runner:
         cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=threads)
         total = sum(len(e.targets) for e in pending)
         progress = _progress(total, f"{self.method_name} on {self.dataset_name}", self.r.get("progress", "auto"))
-        with scoring as pool:
-            # Scoring of earlier episodes overlaps with the method on later ones; an episode's file
-            # is written (in plan order) once all its scores are back.
-            in_flight: deque[_InFlight] = deque()
-            limit = 2 * scoring.n
-            for i, episode in enumerate(pending):
-                for upcoming in pending[i:i + 2]:
-                    cache.prefetch(dataset.samples[s] for s in (*upcoming.references, *upcoming.targets))
-                in_flight.append(self._start_episode(dataset, episode, method, cache, pool, progress))
-                while in_flight and (in_flight[0].done() or len(in_flight) > limit):
+        in_flight: deque[_InFlight] = deque()
+        try:
+            with scoring as pool:
+                # Scoring of earlier episodes overlaps with the method on later ones; an episode's
+                # file is written (in plan order) once all its scores are back.
+                limit = 2 * scoring.n
+                for i, episode in enumerate(pending):
+                    for upcoming in pending[i:i + 2]:
+                        ids = (*upcoming.references, *upcoming.targets)
+                        if len(ids) <= cache.capacity // 2:  # never prefetch past what the cache holds
+                            cache.prefetch(dataset.samples[s] for s in ids)
+                    in_flight.append(self._start_episode(dataset, episode, method, cache, pool, progress))
+                    while in_flight and (in_flight[0].done() or len(in_flight) > limit):
+                        self._finish_episode(in_flight.popleft(), ep_dir, progress)
+                while in_flight:
                     self._finish_episode(in_flight.popleft(), ep_dir, progress)
-            while in_flight:
-                self._finish_episode(in_flight.popleft(), ep_dir, progress)
-        progress.close()
-        cache.close()
+        finally:
+            # Interrupted: keep every episode whose scores are already back (nothing finished is lost).
+            while in_flight and in_flight[0].done():
+                try:
+                    self._finish_episode(in_flight.popleft(), ep_dir, progress)
+                except Exception:
+                    break
+            progress.close()
+            cache.close()
         self.stats.decode_s += cache.decode_seconds
 
     # One episode: prompt, prepare, predict in batches, save, submit the scoring jobs.
@@ -224,10 +247,11 @@ class Runner:
         base = self._row_base(dataset, episode)
         guidance = method.info.guidance
         try:
-            refs = [cache.get(dataset.samples[s]) for s in episode.references]
-            prompts = [self._prompt(episode, v) for v in refs]
             t0 = time.perf_counter()
             if guidance == "in_context":
+                refs = [cache.get(dataset.samples[s]) for s in episode.references]
+                prompts = [self._prompt(episode, v) for v in refs]
+                t0 = time.perf_counter()
                 method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)])
             else:
                 method.prepare([])
@@ -293,7 +317,13 @@ class Runner:
                     continue
                 job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
                                self.r["trimap_radius_fraction"], view.trimap_source, save_path)
-                result = pool.submit(score, job) if pool is not None else score(job)
+                try:
+                    result = pool.submit(score, job) if pool is not None else score(job)
+                except Exception as exc:
+                    self._maybe_raise(exc)
+                    rows.append(self._error_row(base, view.sample.id, f"metrics: {_describe(exc)}", per_target_s))
+                    progress.update(1)
+                    continue
                 pending.append((view.sample.id, per_target_s, result))
         return _InFlight(episode, base, rows, pending)
 
@@ -319,6 +349,8 @@ class Runner:
         order = {t: i for i, t in enumerate(episode.targets)}
         regions = {r: i for i, r in enumerate(self.r["regions"])}
         rows.sort(key=lambda row: (order[row["target"]], regions.get(row["region"], 0)))
+        for row in rows:  # per target: in the official protocol only the reference itself is flagged
+            row["self_reference"] = int(row["target"] in episode.references)
         t0 = time.perf_counter()
         _write_csv(ep_dir / f"{_slug(episode.key)}.csv", rows)
         self.stats.write_s += time.perf_counter() - t0
@@ -339,7 +371,11 @@ class Runner:
         """The stored prompt of this (episode, reference), or a new one saved before use."""
         path = self.out / "prompts" / f"{_slug(episode.key + '|' + ref.sample.id)}.npz"
         if path.exists():
-            return load_prompt(path)
+            prompt = load_prompt(path)
+            if prompt.shape == ref.image.shape[:2]:
+                return prompt
+            log.warning("stored prompt %s has shape %s, reference is %s: drawing it again",
+                        path.name, prompt.shape, ref.image.shape[:2])
         if ref.alpha is None:
             raise PromptError(f"reference '{ref.sample.id}' has no matte to draw a prompt from")
         prompt = make_prompt(self.prompt_kind, ref.alpha, seed=self.r["seed"], group=episode.group,
@@ -372,7 +408,7 @@ class Runner:
     def _write_problem_rows(self, dataset: Dataset, skipped: list, ep_dir: Path) -> None:
         """Dataset entries without files become error rows (so counts show them)."""
         problems = dataset.meta.get("problems", [])
-        if not problems:
+        if not problems or self.r["shard"] != 0:  # reported once, not once per shard
             return
         base = {"method": self.method_name, "method_hash": self._method_hash or "", "dataset": dataset.name,
                 "dataset_hash": dataset.fingerprint, "protocol": self.r["protocol"], "prompt": self.prompt_kind,

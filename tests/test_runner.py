@@ -58,9 +58,9 @@ def test_end_to_end_folder_dataset_writes_every_file(tmp_path, folder_dataset):
 
 
 def test_runs_are_deterministic(tmp_path, folder_dataset):
-    run(tmp_path / "a", "method=reference_mask", "prompt=scribble", *folder_overrides(folder_dataset))
+    run(tmp_path / "a", "method=classical", "method.long_side=64", "prompt=scribble", *folder_overrides(folder_dataset))
     run(tmp_path / "b", "method=reference_mask", "prompt=mask", *folder_overrides(folder_dataset))
-    run(tmp_path / "c", "method=reference_mask", "prompt=scribble", *folder_overrides(folder_dataset))
+    run(tmp_path / "c", "method=classical", "method.long_side=64", "prompt=scribble", *folder_overrides(folder_dataset))
     a = read_rows(tmp_path / "a" / "results.csv", drop=("seconds",))
     c = read_rows(tmp_path / "c" / "results.csv", drop=("seconds",))
     assert a == c
@@ -120,6 +120,33 @@ def test_resume_after_kill_gives_identical_files_and_no_duplicates(tmp_path, fol
     Runner(cfg, tmp_path / "run").run()
     assert interrupting.builds == builds
     assert before == {p: p.read_bytes() for p in (tmp_path / "run").rglob("*.csv")}
+
+
+def test_unsupported_prompt_is_refused_before_running(tmp_path, folder_dataset):
+    with pytest.raises(RunConfigError, match="does not accept prompt=scribble"):
+        run(tmp_path / "out", "method=reference_mask", "prompt=scribble", *folder_overrides(folder_dataset))
+
+
+def test_empty_unknown_region_does_not_blank_the_leaderboard(tmp_path, folder_dataset):
+    # an all-background ground truth has no unknown pixel: its MSE is NaN and must be left out
+    from PIL import Image as _Image
+
+    _Image.fromarray(np.zeros((40, 56), np.uint8)).save(folder_dataset / "g0" / "alpha" / "s0.png")
+    run(tmp_path / "out", "method=constant", *folder_overrides(folder_dataset), "runner.trimap_radius_fraction=0.05")
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert any(r["MSE"] == "nan" for r in rows if r["region"] == "unknown")
+    board = {b["region"]: b for b in read_rows(tmp_path / "out" / "leaderboard.csv")}
+    assert board["unknown"]["MSE (raw)"] not in ("nan", "")
+
+
+def test_overwrite_starts_afresh_including_prompts(tmp_path, folder_dataset):
+    run(tmp_path / "out", "method=constant", "prompt=points", *folder_overrides(folder_dataset), "runner.rounds=1")
+    run(tmp_path / "out", "method=constant", "prompt=points", "prompt.num_fg=2", *folder_overrides(folder_dataset),
+        "runner.rounds=1", "runner.overwrite=true")
+    from benchmark.prompts import load_prompt
+
+    prompts = [load_prompt(p) for p in (tmp_path / "out" / "prompts").glob("*.npz")]
+    assert prompts and all(len(p.points) == 2 for p in prompts)
 
 
 def test_other_configuration_in_same_run_dir_is_refused(tmp_path, folder_dataset):
