@@ -1,8 +1,8 @@
 """The evaluation loop: episodes → prompts → method → saved predictions → metrics → result files.
 
 Resume model: every finished episode is one CSV file under ``episodes/`` written atomically
-(temp file + rename) after its predictions are saved, so a run killed at any moment loses at
-most the episode in flight. Re-running skips episodes whose file exists, never builds the
+(temp file + rename) after its predictions are saved and scored, so a run killed at any moment
+loses at most the episodes in flight (scoring overlaps up to 2 × workers episodes). Re-running skips episodes whose file exists, never builds the
 method when nothing is left, and rebuilds ``results.csv`` and ``leaderboard.csv`` from the
 episode files in plan order, so a resumed run produces the same files as an uninterrupted one.
 """
