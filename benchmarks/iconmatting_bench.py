@@ -9,13 +9,17 @@
    once, predict N targets) and without it (the official behaviour: the reference is
    re-encoded for every target).
 2. ``attention``: one self-attention layer with SD 2.1's shapes at 48² (``up_blocks.2``'s
-   ``attn1``: 640 channels, 10 heads of 64; E = 4 ensemble members; random weights), in a
-   fresh process per variant: peak resident-memory increase and time of (a) the official
-   capture, which materialises every head's score matrix ([E·heads, 2304, 2304] fp32) and
-   averages afterwards, versus (b) our on-the-fly accumulation (one head and query chunk at
-   a time into one [1, 2304, 2304] sum). Both also compute the layer output with SDPA.
-   The whole SD 2.1 UNet at 768 is not run on the CPU (too slow on 2 cores).
-3. ``cuda`` (``--device cuda``): per-target latency and peak GPU memory of the method at
+   ``attn1``: 640 channels, 10 heads of 64; E = 4 ensemble members; random weights): peak
+   live tensor memory (exact, counted per aten op output by :class:`PeakTensorMemory`) and
+   time of (a) the official capture, which materialises every head's score matrix
+   ([E·heads, 2304, 2304] fp32) and averages afterwards, versus (b) our on-the-fly
+   accumulation (one head and query chunk at a time into one [1, 2304, 2304] sum), and (c)
+   no capture. All compute the layer output with SDPA.
+   Memory is measured on one layer (the whole UNet: see ``sd21`` for time only).
+3. ``sd21`` (``--only sd21``, minutes): a random SD-2.1-shaped model at 768 through
+   ``prepare``/``predict`` of one target on the CPU: seconds of the reference pass and the
+   target pass.
+4. ``cuda`` (``--device cuda``): per-target latency and peak GPU memory of the method at
    768, bf16 autocast with the reference cache versus fp32 without it. Uses ``--sd-path``
    and ``--checkpoint`` when given, else a random SD-2.1-shaped model and random decoder.
 """
@@ -23,15 +27,16 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -115,9 +120,79 @@ def bench_tiny(size: int, n_targets: int, batch_size: int) -> list[tuple[str, st
     ]
 
 
+def bench_sd21_cpu(size: int) -> list[tuple[str, str]]:
+    """Random SD-2.1-shaped UNet/VAE through prepare/predict of one target on the CPU (slow)."""
+    from safetensors.torch import save_file
+
+    from methods.iconmatting.method import IconMattingMethod
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = random_sd21(Path(tmp) / "sd21")
+        emb = str(Path(tmp) / "emb.safetensors")
+        save_file({"prompt_embeds": torch.randn(1, 77, 1024)}, emb)
+        m = IconMattingMethod(
+            sd_path=str(sd), allow_random_decoder=True, prompt_embeds_file=emb, input_size=size, device="cpu"
+        )
+        ref, targets = episode(1)
+        t0 = time.perf_counter()
+        m.prepare([ref])
+        t1 = time.perf_counter()
+        m.predict(targets)
+        t2 = time.perf_counter()
+    return [
+        (f"random SD-2.1-shaped model, {size}² frame, E=4, 1 target, CPU fp32", ""),
+        ("  prepare (reference pass, stops after up block 1)", f"{t1 - t0:.1f} s"),
+        ("  predict (target pass + capture + decoder)", f"{t2 - t1:.1f} s"),
+        ("  s/target with cache / without (prepare + predict)", f"{t2 - t1:.1f} / {t2 - t0:.1f}"),
+    ]
+
+
 # --------------------------------------------------------------------------- 2. attention memory
-def _attention_child(variant: str, threads: int, chunk_mb: int, queue) -> None:
-    torch.set_num_threads(threads)
+class PeakTensorMemory(TorchDispatchMode):
+    """Exact peak of live tensor storage created by aten ops inside the ``with`` block.
+
+    Each op output's storage is counted once while any tensor object referring to it is
+    alive. Tensors created before the block (weights, inputs) and kernel-internal scratch
+    buffers are not counted. Independent of the allocator, unlike process RSS.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.live.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current -= entry[0]
+                del self.live[key]
+
+    def _track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0:
+            return
+        entry = self.live.get(key)
+        if entry is None:
+            entry = self.live[key] = [storage.nbytes(), 0]
+            self.current += entry[0]
+            self.peak = max(self.peak, self.current)
+        entry[1] += 1
+        weakref.finalize(t, self._release, key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+
+def _attention_run(variant: str, chunk_mb: int, track: bool) -> tuple[float, float, float]:
+    """(peak MiB or nan, seconds, map checksum) of one layer call."""
     from diffusers.models.attention_processor import Attention
 
     from methods.iconmatting.attention import AttentionCapture, CaptureAttnProcessor
@@ -126,28 +201,31 @@ def _attention_child(variant: str, threads: int, chunk_mb: int, queue) -> None:
     e, t, dim, heads = 4, 48 * 48, 640, 10
     attn = Attention(query_dim=dim, heads=heads, dim_head=64, upcast_attention=True).eval()
     x = torch.randn(e, t, dim)
+    cap = AttentionCapture(chunk_mb << 20)
+    if variant == "official":
+        proc = _OfficialStyleCapture(e)
+    elif variant == "none":
+        proc = CaptureAttnProcessor(None)
+    else:
+        cap.begin(e, ["layer"], ["keep-going"], stop_early=True)
+        proc = CaptureAttnProcessor(cap, "layer", "g")
+    attn.set_processor(proc)
+    meter = PeakTensorMemory()
     with torch.no_grad():
-        if variant == "official":
-            proc = _OfficialStyleCapture(e)
-        elif variant == "none":
-            proc = CaptureAttnProcessor(None)
-        else:
-            cap = AttentionCapture(chunk_mb << 20)
-            cap.begin(e, ["layer"], ["keep-going"], stop_early=True)
-            proc = CaptureAttnProcessor(cap, "layer", "g")
-        attn.set_processor(proc)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
-        out = attn(x)
-        dt = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if variant == "official":
-            result = proc.result()
-        elif variant == "none":
-            result = torch.ones(1)
+        if track:
+            with meter:
+                attn(x)
         else:
-            result = cap.mean("g")
-    queue.put((variant, (peak - base) / 1024, dt, float(result.sum()), tuple(out.shape)))
+            attn(x)
+        dt = time.perf_counter() - t0
+    if variant == "official":
+        total = float(proc.result().sum())
+    elif variant == "ours":
+        total = float(cap.mean("g").sum())
+    else:
+        total = float("nan")
+    return (meter.peak / 2**20 if track else float("nan")), dt, total
 
 
 class _OfficialStyleCapture:
@@ -178,30 +256,24 @@ class _OfficialStyleCapture:
         return self.maps[0]
 
 
-def bench_attention(threads: int, chunk_mb: int) -> list[tuple[str, str]]:
-    ctx = mp.get_context("spawn")
+def bench_attention(chunk_mb: int) -> list[tuple[str, str]]:
     rows = [("1 self-attention layer, SD 2.1 up_blocks.2 attn1 @48² (640 ch, 10 heads), E=4, CPU fp32", "")]
     results = {}
     for variant in ("none", "official", "ours"):
-        q = ctx.Queue()
-        p = ctx.Process(target=_attention_child, args=(variant, threads, chunk_mb, q))
-        p.start()
-        try:
-            results[variant] = q.get(timeout=600)
-        finally:
-            p.join(timeout=10)
-        if p.exitcode not in (0, None):
-            raise SystemExit(f"attention benchmark child '{variant}' failed (exit code {p.exitcode})")
+        _attention_run(variant, chunk_mb, track=False)  # warm-up
+        _, dt, _ = _attention_run(variant, chunk_mb, track=False)
+        peak, _, total = _attention_run(variant, chunk_mb, track=True)
+        results[variant] = (peak, dt, total)
     labels = {
         "none": "no capture (SDPA only)",
         "official": "official-style [E·heads,T,T] capture",
         "ours": f"on-the-fly capture ({chunk_mb} MB chunks)",
     }
     for variant, label in labels.items():
-        _, mb, dt, _, _ = results[variant]
-        rows.append((f"  {label}: peak RSS increase", f"{mb:.0f} MB"))
+        mb, dt, _ = results[variant]
+        rows.append((f"  {label}: peak live tensor memory", f"{mb:.0f} MiB"))
         rows.append((f"  {label}: time", f"{dt:.2f} s"))
-    sums = f"{results['official'][3]:.2f} / {results['ours'][3]:.2f}"
+    sums = f"{results['official'][2]:.2f} / {results['ours'][2]:.2f}"
     rows.append(("  map checksum (official / ours, should be 2304)", sums))
     return rows
 
@@ -264,7 +336,11 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--only", choices=("tiny", "attention"), help="CPU: run one benchmark")
+    ap.add_argument(
+        "--only",
+        choices=("tiny", "attention", "sd21"),
+        help="CPU: run one benchmark (sd21: random SD-2.1-shaped model at 768, minutes; not in the default set)",
+    )
     ap.add_argument("--size", type=int, default=None, help="working size (CPU tiny: 256, CUDA: 768)")
     ap.add_argument("--targets", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1)
@@ -281,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "tiny"):
             rows += bench_tiny(args.size or 256, args.targets, args.batch_size)
         if args.only in (None, "attention"):
-            rows += bench_attention(args.threads, args.chunk_mb)
+            rows += bench_attention(args.chunk_mb)
+        if args.only == "sd21":
+            rows += bench_sd21_cpu(args.size or 768)
     print_table(rows)
     return 0
 
