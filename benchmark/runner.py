@@ -2,9 +2,10 @@
 
 Resume model: every finished episode is one CSV file under ``episodes/`` written atomically
 (temp file + rename) after its predictions are saved and scored, so a run killed at any moment
-loses at most the episodes in flight (scoring overlaps up to 2 × workers episodes). Re-running skips episodes whose file exists, never builds the
-method when nothing is left, and rebuilds ``results.csv`` and ``leaderboard.csv`` from the
-episode files in plan order, so a resumed run produces the same files as an uninterrupted one.
+loses at most the episodes in flight (scoring overlaps up to 2 × workers episodes). Re-running
+skips episodes whose file exists, never builds the method when nothing is left, and rebuilds
+``results.csv`` and ``leaderboard.csv`` from the episode files in plan order, so a resumed run
+produces the same files as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -16,7 +16,14 @@ from methods.iconmatting.attention import (  # noqa: E402
     naive_head_maps,
 )
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def make_attn(dim: int = 32, heads: int = 4) -> Attention:

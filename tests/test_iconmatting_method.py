@@ -21,8 +21,16 @@ from methods.iconmatting.method import IconMattingMethod  # noqa: E402
 from methods.iconmatting.roi import EmptyRoIError  # noqa: E402
 from methods.iconmatting.tiny import randomize_decoder_, save_tiny_sd  # noqa: E402
 
-torch.set_num_threads(2)
 SIZE = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,14 @@ CASES = sorted(p for p in GOLDEN.glob("decoder_case_*") if (p / "manifest.json")
 FE_DIR = GOLDEN / "feature_extractor"
 needs_golden = pytest.mark.skipif(not CASES, reason="golden data not available")
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @needs_golden
