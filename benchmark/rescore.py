@@ -20,7 +20,7 @@ from PIL import Image
 
 from benchmark.datasets import load_dataset
 from benchmark.leaderboard import write_leaderboard
-from benchmark.runner import _fmt, _write_csv, collect_rows
+from benchmark.runner import _fmt, _write_csv, collect_rows, prediction_path
 from benchmark.scoring import METRIC_NAMES, ScoreJob, score
 from benchmark.views import load_view
 
@@ -44,7 +44,7 @@ def rescore(run_dir: Path) -> tuple[int, float]:
             if row["status"] == "ok":
                 by_target.setdefault((row["round"], row["target"]), []).append(row)
         for (rnd, target), target_rows in by_target.items():
-            pred_path = run_dir / "predictions" / f"r{rnd}" / f"{target}.png"
+            pred_path = prediction_path(run_dir, rnd, target)
             pred = np.asarray(Image.open(pred_path))
             view = load_view(dataset.samples[target], r["resolution"])
             res = score(ScoreJob(pred, view.alpha, view.trimap, tuple(r["regions"]), r["metric_protocol"],

@@ -74,6 +74,11 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def prediction_path(run_dir: Path, round_index: int | str, target: str) -> Path:
+    """Where the 8-bit prediction of ``target`` in round ``round_index`` is saved."""
+    return Path(run_dir) / "predictions" / f"r{round_index}" / f"{target}.png"
+
+
 def _slug(key: str) -> str:
     """A file-name-safe, unique name for an episode key."""
     clean = re.sub(r"[^A-Za-z0-9._+-]+", "~", key)[:90]
@@ -303,7 +308,7 @@ class Runner:
                     continue
                 save_path = None
                 if self.r.get("save_predictions", True):
-                    save_path = str(self.out / "predictions" / f"r{episode.round}" / f"{view.sample.id}.png")
+                    save_path = str(prediction_path(self.out, episode.round, view.sample.id))
                 if view.alpha is None or pool is None:  # write here; with a pool the worker writes
                     t0 = time.perf_counter()
                     if save_path:

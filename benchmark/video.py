@@ -19,6 +19,7 @@ from PIL import Image
 
 from benchmark.datasets import load_dataset
 from benchmark.io import read_image
+from benchmark.runner import prediction_path
 
 
 def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
@@ -41,7 +42,7 @@ def export(run_dir: Path, composite: Path | None, alpha_out: Path | None,
     writers: dict[str, cv2.VideoWriter] = {}
     n = 0
     for fid in frames:
-        pred_path = run_dir / "predictions" / "r0" / f"{fid}.png"
+        pred_path = prediction_path(run_dir, 0, fid)
         if not pred_path.exists():
             print(f"warning: no prediction for frame {fid}; stopping there", file=sys.stderr)
             break

@@ -20,7 +20,7 @@ from PIL import Image
 from benchmark.datasets import load_dataset
 from benchmark.io import write_png
 from benchmark.prompts import load_prompt
-from benchmark.runner import _slug
+from benchmark.runner import _slug, prediction_path
 from benchmark.types import BACKGROUND, FOREGROUND
 from benchmark.views import load_view
 
@@ -74,7 +74,7 @@ def episode_figure(run_dir: Path, episode: dict, dataset, resolution: str) -> np
         columns.append([_fit(img), blank, _fit(_gray(view.alpha)), blank])
     for target in episode["targets"]:
         view = load_view(dataset.samples[target], resolution)
-        pred_path = run_dir / "predictions" / f"r{episode['round']}" / f"{target}.png"
+        pred_path = prediction_path(run_dir, episode["round"], target)
         if pred_path.exists():
             pred = np.asarray(Image.open(pred_path))
             gt = view.alpha.astype(np.float32) / (255.0 if view.alpha.dtype == np.uint8 else 1.0)

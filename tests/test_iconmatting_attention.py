@@ -16,14 +16,7 @@ from methods.iconmatting.attention import (  # noqa: E402
     naive_head_maps,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_attn(dim: int = 32, heads: int = 4) -> Attention:

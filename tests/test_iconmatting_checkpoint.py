@@ -15,13 +15,7 @@ from methods.iconmatting.tiny import randomize_decoder_  # noqa: E402
 CFG = DecoderConfig.for_input(128, (8, 8))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def source_state() -> dict[str, torch.Tensor]:

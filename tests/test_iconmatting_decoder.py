@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED
+
 torch = pytest.importorskip("torch")
 
 from methods.iconmatting.decoder import (  # noqa: E402
@@ -18,16 +20,10 @@ from methods.iconmatting.decoder import (  # noqa: E402
 from methods.iconmatting.golden import read_keys  # noqa: E402
 from methods.iconmatting.roi import marked_cells, prompt_cells, roi_cells, tokens_from_cells  # noqa: E402
 
-GOLDEN = Path(os.environ.get("ICMBENCH_ICONMATTING_GOLDEN", "/work/shared/golden/iconmatting"))
+GOLDEN = Path(os.environ.get("ICMBENCH_ICONMATTING_GOLDEN", SHARED / "golden" / "iconmatting"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from methods.iconmatting.tiny import randomize_decoder_, save_tiny_sd  # noqa: E
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

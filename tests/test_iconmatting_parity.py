@@ -7,25 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED
+
 torch = pytest.importorskip("torch")
 
 from methods.iconmatting import parity  # noqa: E402
 from methods.iconmatting.decoder import InterSimilarity  # noqa: E402
 from methods.iconmatting.golden import load_decoder_case  # noqa: E402
 
-GOLDEN = Path(os.environ.get("ICMBENCH_ICONMATTING_GOLDEN", "/work/shared/golden/iconmatting"))
+GOLDEN = Path(os.environ.get("ICMBENCH_ICONMATTING_GOLDEN", SHARED / "golden" / "iconmatting"))
 CASES = sorted(p for p in GOLDEN.glob("decoder_case_*") if (p / "manifest.json").is_file())
 FE_DIR = GOLDEN / "feature_extractor"
 needs_golden = pytest.mark.skipif(not CASES, reason="golden data not available")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, 2 spinning OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @needs_golden
