@@ -6,7 +6,8 @@
 Each runs our code in fp32 on the CPU, prints one line per compared array and, last, a
 summary line with the maximum absolute differences; the exit status is 1 beyond the golden
 README's tolerances (decoder: alpha and inter-similarity 1e-5, K identical, intermediates
-1e-5; features 5e-5, attention maps 1e-5, attention column sums 1e-4).
+1e-5; features 5e-5, attention maps 1e-5, attention column sums 1e-4 × |golden| + 1e-5 per
+column, the relative rule of the golden README revised 2026-12-01).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from .roi import roi_cells, tokens_from_cells
 
 DECODER_TOL = {"alpha": 1e-5, "inter_similarity": 1e-5}
 INTERMEDIATE_TOL = 1e-5
-FEATURE_TOL, ATTN_TOL, COLSUM_TOL = 5e-5, 1e-5, 1e-4
+FEATURE_TOL, ATTN_TOL = 5e-5, 1e-5
+#: Column sums add 2304 attention entries (values 0.05–13.2): their error scales with the value,
+#: so the golden README asks for |ours − golden| ≤ 1e-4·|golden| + 1e-5 in every column.
+COLSUM_ATOL, COLSUM_RTOL = 1e-5, 1e-4
 
 
 @dataclass
@@ -40,25 +44,37 @@ class ParityReport:
     tols: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)
 
-    def compare(self, name: str, ours: torch.Tensor | np.ndarray, golden: np.ndarray, tol: float) -> None:
+    def compare(self, name: str, ours: torch.Tensor | np.ndarray, golden: np.ndarray, tol: float,
+                rtol: float = 0.0) -> None:
+        """Pass when every element has ``|ours − golden| ≤ tol + rtol·|golden|``; records the max abs diff
+        (and, with ``rtol``, the largest ratio of a difference to its element's allowance)."""
         a = np.asarray(ours.detach().cpu() if isinstance(ours, torch.Tensor) else ours, np.float64)
         b = np.asarray(golden, np.float64)
         if a.shape != b.shape:
             self.failures.append(f"{name}: shape {a.shape} != golden {b.shape}")
             self.diffs[name], self.tols[name] = float("inf"), tol
             return
-        d = float(np.max(np.abs(a - b))) if a.size else 0.0
+        diff = np.abs(a - b)
+        allowed = tol + rtol * np.abs(b)
+        d = float(diff.max()) if a.size else 0.0
         self.diffs[name], self.tols[name] = d, tol
-        if not d <= tol:
-            self.failures.append(f"{name}: max abs diff {d:.3e} > {tol:.0e}")
+        rule = f"{tol:.0e} + {rtol:.0e}·|golden|" if rtol else f"{tol:.0e}"
+        if rtol:
+            ratio = float((diff / allowed).max()) if a.size else 0.0
+            rule += f", worst element at {ratio:.2f} of its allowance"
+        self.rules[name] = rule
+        if not bool(np.all(diff <= allowed)):  # NaN differences fail too
+            self.failures.append(f"{name}: max abs diff {d:.3e} exceeds {rule}")
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
     def lines(self) -> list[str]:
-        out = [f"  {k:<20} max_abs_diff {v:.3e}  (tol {self.tols[k]:.0e})" for k, v in self.diffs.items()]
+        out = [f"  {k:<20} max_abs_diff {v:.3e}  (tol {self.rules.get(k, f'{self.tols[k]:.0e}')})"
+               for k, v in self.diffs.items()]
         out += [f"  {k:<20} {v}" for k, v in self.notes.items()]
         out += [f"  FAIL {f}" for f in self.failures]
         return out
@@ -161,7 +177,7 @@ def features_parity(fe_dir: str | Path, numerics: str = "official") -> ParityRep
     rows = _npy(fe_dir, "attn_48_rows")
     step = a48.shape[0] // rows.shape[0]
     rep.compare("attn_48_rows", a48[::step][: rows.shape[0]], rows, ATTN_TOL)
-    rep.compare("attn_48_colsum", a48.sum(dim=0), _npy(fe_dir, "attn_48_colsum"), COLSUM_TOL)
+    rep.compare("attn_48_colsum", a48.sum(dim=0), _npy(fe_dir, "attn_48_colsum"), COLSUM_ATOL, COLSUM_RTOL)
     rep.compare("attn_48_diag", torch.diagonal(a48), _npy(fe_dir, "attn_48_diag"), ATTN_TOL)
     rep.compare("attn_48_rowmax", a48.max(dim=1).values, _npy(fe_dir, "attn_48_rowmax"), ATTN_TOL)
     ref, _ = ext.reference_features(image, eps=eps, noise=noise, latents=latents)
