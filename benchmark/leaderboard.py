@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import sys
 from collections import defaultdict
@@ -24,26 +23,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from benchmark.io import atomic_write_text
+from benchmark.rundir import RunDir, RunDirError
 from benchmark.scoring import METRIC_NAMES
 
 UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
 BOARD_KEYS = ("method", "dataset", "prompt", "protocol", "resolution", "metric_protocol", "region")
-
-
-def _read_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no results.csv in {run_dir}")
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _planned(run_dir: Path) -> tuple[int, int, int]:
-    """(planned target evaluations, shard, num_shards) from ``run.json``."""
-    doc = json.loads((run_dir / "run.json").read_text())
-    runner = doc["identity"]["runner"]
-    planned = sum(len(e["targets"]) for e in doc["episodes"])
-    return planned, int(runner["shard"]), int(runner["num_shards"])
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -66,10 +50,11 @@ def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
     shards: dict[tuple, set[int]] = defaultdict(set)
     num_shards: dict[tuple, int] = {}
     planned: dict[tuple, int] = defaultdict(int)
-    for d in map(Path, run_dirs):
-        run_rows = _read_rows(d)
+    for d in map(RunDir, dict.fromkeys(Path(d).resolve() for d in run_dirs)):  # a folder given twice counts once
+        run_rows = d.results()
         rows.extend(run_rows)
-        n_planned, shard, n_shards = _planned(d)
+        plan = d.read_plan()
+        n_planned, (shard, n_shards) = plan.planned_targets, plan.shard
         for key in {tuple(r[k] for k in BOARD_KEYS[:-1]) for r in run_rows}:
             shards[key].add(shard)
             num_shards[key] = n_shards
@@ -157,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         board = write_leaderboard(args.run_dirs, args.out, args.markdown) if args.out else leaderboard(args.run_dirs)
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+    except RunDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(to_markdown(board))

@@ -1,65 +1,75 @@
 """The evaluation loop: episodes → prompts → method → saved predictions → metrics → result files.
 
-Resume model: every finished episode is one CSV file under ``episodes/`` written atomically
-(temp file + rename) after its predictions are saved and scored, so a run killed at any moment
-loses at most the episodes in flight (scoring overlaps up to 2 × workers episodes). Re-running
-skips episodes whose file exists, never builds the method when nothing is left, and rebuilds
-``results.csv`` and ``leaderboard.csv`` from the episode files in plan order, so a resumed run
-produces the same files as an uninterrupted one.
+The run folder belongs to :class:`benchmark.rundir.RunDir`; this module only runs the loop. An
+episode goes through small steps — prompt, prepare, predict a batch, save, submit its scores —
+and every failure takes one path (:meth:`Runner._fail`): an error row, or a raise with
+``runner.on_error=raise``.
+
+Resume model: every finished episode is one CSV file written atomically once *all* its scores
+are back, so a run killed at any moment (SIGKILL, SIGTERM, Ctrl-C) loses at most the episodes in
+flight, and never writes a partial one. Re-running the same command skips finished episodes,
+never builds the method when nothing is left, and rebuilds ``results.csv`` and the leaderboard
+from the episode files in plan order, so a resumed run produces the files of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
-import io
 import json
 import logging
-import multiprocessing as mp
-import os
-import re
-import shutil
+import signal
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmark.datasets import load_dataset
+from benchmark.datasets import absolute_paths, load_dataset
 from benchmark.episodes import plan_episodes, shard_groups
-from benchmark.io import atomic_write_text, quantize_alpha, write_png
+from benchmark.io import quantize_alpha, write_png
 from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
+from benchmark.rundir import RunDir, RunPlan, fmt_value
 from benchmark.scoring import METRIC_NAMES, REGIONS, ScoreJob, ScoreResult, score, trimap_for
 from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
-from methods import build_method
-from methods.base import Method, Reference, Target
+from benchmark.workers import ScoringPool
+from methods import METHODS, build_method
+from methods.base import Method, MethodInfo, Reference, Target
 
 log = logging.getLogger("benchmark")
 
-RESULT_COLUMNS = (
-    "method", "method_hash", "dataset", "dataset_hash", "protocol", "prompt", "round", "group",
-    "references", "target", "self_reference", "resolution", "metric_protocol", "region", "trimap_source",
-    *METRIC_NAMES, "seconds", "status", "error",
-)
-#: Config keys that change results; a run directory holds results of one such configuration.
+#: Runner settings that change results; a run folder holds the results of one value of each.
 RUNNER_RESULT_KEYS = ("protocol", "rounds", "references", "seed", "singletons", "resolution", "regions",
                       "metric_protocol", "trimap_radius_fraction", "shard", "num_shards")
+ON_ERROR = ("continue", "raise", "ignore")
 
 
 class RunConfigError(RuntimeError):
-    """The run directory belongs to another configuration, or a setting is invalid."""
+    """The run folder belongs to another configuration, or a setting is invalid."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run received SIGTERM (handled like Ctrl-C: finished episodes are kept)."""
+
+
+class _Incomplete(Exception):
+    """An episode's scores did not all come back (cancelled, or a worker died): not written."""
 
 
 @dataclass
 class RunStats:
     episodes_total: int = 0
     episodes_resumed: int = 0
+    episodes_written: int = 0
     targets: int = 0
     errors: int = 0
     decode_s: float = 0.0
@@ -70,68 +80,121 @@ class RunStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """Targets of one episode still to compute (all of them, or its error rows on retry)."""
+
+    episode: Episode
+    targets: tuple[str, ...]
+    kept_rows: tuple[dict[str, str], ...] = ()
+
+
+@dataclass
+class _Flight:
+    """An episode whose predictions are saved and whose scores may still be computing."""
+
+    item: WorkItem
+    base: dict[str, Any]
+    rows: list[dict[str, Any]]
+    pending: list[tuple[str, float, Future | ScoreResult]] = field(default_factory=list)
+
+    def done(self) -> bool:
+        return all(not isinstance(r, Future) or r.done() for _, _, r in self.pending)
+
+
+def validate_runner(r: Mapping[str, Any]) -> None:
+    """Refuse unknown runner settings before anything runs."""
+    choices = {"resolution": RESOLUTIONS, "metric_protocol": ("dim", "icm"), "on_error": ON_ERROR}
+    for key, allowed in choices.items():
+        if r[key] not in allowed:
+            raise RunConfigError(f"runner.{key} must be one of {allowed}, got '{r[key]}'")
+    bad = [x for x in r["regions"] if x not in REGIONS]
+    if bad:
+        raise RunConfigError(f"runner.regions: unknown region(s) {bad}; choose from {REGIONS}")
+    if r["workers"] is not None and int(r["workers"]) < 1:
+        raise RunConfigError(f"runner.workers must be ≥ 1 or null (the CPUs this process may use), got {r['workers']}")
+
+
+def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two run identities, in words (dataset, method weights, which setting)."""
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        if key == "dataset.fingerprint":
+            out.append(f"the dataset changed (fingerprint {a.get(key)} → {b.get(key)}: its files, sizes or grouping)")
+        else:
+            name = key.replace("method.settings.", "method.")
+            out.append(f"{name}: {a.get(key, '(unset)')} → {b.get(key, '(unset)')}")
+    return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def prediction_path(run_dir: Path, round_index: int | str, target: str) -> Path:
-    """Where the 8-bit prediction of ``target`` in round ``round_index`` is saved."""
-    return Path(run_dir) / "predictions" / f"r{round_index}" / f"{target}.png"
-
-
-def _slug(key: str) -> str:
-    """A file-name-safe, unique name for an episode key."""
-    clean = re.sub(r"[^A-Za-z0-9._+-]+", "~", key)[:90]
-    return f"{clean}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
 def _split(cfg: Mapping[str, Any], name_key: str) -> tuple[str, dict[str, Any]]:
     params = dict(cfg)
-    name = params.pop(name_key)
-    return str(name), params
+    return str(params.pop(name_key)), params
 
 
 class Runner:
-    """Runs one method on one dataset with one prompt kind under the runner settings."""
+    """Runs one method on one dataset with one prompt kind under the runner settings.
 
-    def __init__(self, cfg: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
+    ``hydra_files`` (name → text) are written to ``.hydra/`` once the run folder is locked and the
+    run accepted, so a refused run changes nothing in the folder."""
+
+    def __init__(self, cfg: Mapping[str, Any], out_dir: str | Path,
+                 hydra_files: Mapping[str, str] | None = None) -> None:
         self.cfg = {k: dict(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
-        self.out = Path(out_dir)
-        r = self.cfg["runner"]
-        self.r = r
-        if r["resolution"] not in RESOLUTIONS:
-            raise RunConfigError(f"runner.resolution must be one of {RESOLUTIONS}, got '{r['resolution']}'")
-        bad = [x for x in r["regions"] if x not in REGIONS]
-        if bad:
-            raise RunConfigError(f"runner.regions: unknown region(s) {bad}; choose from {REGIONS}")
-        if r["metric_protocol"] not in ("dim", "icm"):
-            raise RunConfigError(f"runner.metric_protocol must be 'dim' or 'icm', got '{r['metric_protocol']}'")
-        if r["on_error"] not in ("continue", "raise"):
-            raise RunConfigError(f"runner.on_error must be 'continue' or 'raise', got '{r['on_error']}'")
+        self.cfg["dataset"] = absolute_paths(self.cfg["dataset"])
+        self.rd = RunDir(out_dir)
+        self.out = self.rd.root
+        self.r = self.cfg["runner"]
+        self.r.setdefault("retry_errors", False)
+        self.r.setdefault("overwrite", False)
+        validate_runner(self.r)
+        self.hydra_files = dict(hydra_files or {})
         self.method_name, self.method_params = _split(self.cfg["method"], "name")
         self.dataset_name, self.dataset_params = _split(self.cfg["dataset"], "name")
         self.prompt_kind, self.prompt_params = _split(self.cfg["prompt"], "kind")
-        from methods import METHODS
-
-        info = getattr(METHODS.get(self.method_name), "info", None)
-        if info is not None and info.guidance == "in_context":
-            if self.prompt_kind not in info.prompt_kinds:
-                raise RunConfigError(f"method '{self.method_name}' does not accept prompt={self.prompt_kind} "
-                                     f"(accepts {sorted(info.prompt_kinds)})")
-            if r["references"] > info.max_references:
-                raise RunConfigError(f"method '{self.method_name}' accepts at most {info.max_references} "
-                                     f"reference(s); runner.references={r['references']}")
+        self.info: MethodInfo = METHODS.get(self.method_name).info
+        self._check_method_settings()
         self.stats = RunStats()
         self._method: Method | None = None
         self._method_hash: str | None = None
+        self._progress: Any = None
+
+    def _check_method_settings(self) -> None:
+        if self.info.guidance != "in_context":
+            return
+        if self.prompt_kind not in self.info.prompt_kinds:
+            raise RunConfigError(f"method '{self.method_name}' does not accept prompt={self.prompt_kind} "
+                                 f"(accepts {sorted(self.info.prompt_kinds)})")
+        if self.r["references"] > self.info.max_references:
+            raise RunConfigError(f"method '{self.method_name}' accepts at most {self.info.max_references} "
+                                 f"reference(s); runner.references={self.r['references']}")
 
     # ----------------------------------------------------------------- planning
     def identity(self, dataset: Dataset) -> dict[str, Any]:
-        """Everything that determines the results of this run directory."""
-        return {
-            "method": self.cfg["method"], "dataset": self.dataset_name, "dataset_hash": dataset.fingerprint,
+        """What determines the numbers of this run folder (paths, device, batch size, workers do not)."""
+        ident = {
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
+            "method": {"name": self.method_name, "settings": self.info.result_settings(self.method_params)},
             "prompt": self.cfg["prompt"], "runner": {k: self.r[k] for k in RUNNER_RESULT_KEYS},
         }
+        return json.loads(json.dumps(ident, default=str))  # as it reads back from run.json
 
     def plan(self, dataset: Dataset) -> tuple[list[Episode], list]:
         episodes, skipped = plan_episodes(dataset, self.r["protocol"], self.r["rounds"], self.r["references"],
@@ -142,227 +205,247 @@ class Runner:
             skipped = [s for s in skipped if s.group in mine]
         return episodes, skipped
 
-    def _check_run_dir(self, identity: dict[str, Any]) -> dict[str, Any]:
-        path = self.out / "run.json"
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("identity") != json.loads(json.dumps(identity, default=str)):
-                if not self.r.get("overwrite", False):
-                    raise RunConfigError(
-                        f"{self.out} holds results of a different configuration (see {path}); "
-                        "choose another hydra.run.dir or pass runner.overwrite=true to start afresh")
-                for sub in ("episodes", "prompts", "predictions"):
-                    shutil.rmtree(self.out / sub, ignore_errors=True)
-                stored = {}
-            return stored
-        return {}
+    def _accept(self, identity: dict[str, Any]) -> RunPlan | None:
+        """The stored plan to resume, None to start afresh, or a refusal naming what changed."""
+        if not self.rd.has_plan():
+            return None
+        if self.r["overwrite"]:
+            self.rd.clear_results()
+            return None
+        stored = self.rd.read_plan()
+        changes = identity_changes(stored.identity, identity)
+        if changes:
+            raise RunConfigError(f"{self.out} holds results of a different configuration ({self.rd.run_json}): "
+                                 + "; ".join(changes)
+                                 + ". Choose another hydra.run.dir, or pass runner.overwrite=true to start afresh")
+        return stored
+
+    def _work(self, episodes: Sequence[Episode]) -> list[WorkItem]:
+        """Episodes without a file, and (``runner.retry_errors``) the error targets of finished ones."""
+        items = []
+        for e in episodes:
+            rows = self.rd.episode_rows(e.key)
+            if rows is None:
+                items.append(WorkItem(e, e.targets))
+            elif self.r["retry_errors"]:
+                failed = {r["target"] for r in rows if r["status"] == "error"}
+                if failed:
+                    items.append(WorkItem(e, tuple(t for t in e.targets if t in failed),
+                                          tuple(r for r in rows if r["target"] not in failed)))
+        return items
 
     # ----------------------------------------------------------------- running
     def run(self) -> RunStats:
         t_start = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        dataset = load_dataset(self.dataset_name, **self.dataset_params)
-        identity = self.identity(dataset)
-        stored = self._check_run_dir(identity)
-        self._method_hash = stored.get("method_hash")
-        episodes, skipped = self.plan(dataset)
-        ep_dir = self.out / "episodes"
-        ep_dir.mkdir(exist_ok=True)
-        pending = [e for e in episodes if not (ep_dir / f"{_slug(e.key)}.csv").exists()]
-        self.stats.episodes_total = len(episodes)
-        self.stats.episodes_resumed = len(episodes) - len(pending)
-        self._write_plan(dataset, episodes, skipped, identity)
-        if pending:
-            self._run_pending(dataset, pending, ep_dir, identity)
-        self._write_problem_rows(dataset, skipped, ep_dir)
-        rows = collect_rows(self.out, [e.key for e in episodes])
-        self._write_results(rows)
-        from benchmark.leaderboard import write_leaderboard
+        with self.rd.lock(), _sigterm_as_interrupt():
+            dataset = load_dataset(self.dataset_name, **self.dataset_params)
+            identity = self.identity(dataset)
+            stored = self._accept(identity)
+            self._method_hash = stored.method_hash if stored else None
+            episodes, skipped = self.plan(dataset)
+            work = self._work(episodes)
+            plan = RunPlan(identity, self.cfg, tuple(episodes), self._method_hash,
+                           tuple({"group": s.group, "reason": s.reason} for s in skipped),
+                           tuple(dataset.meta.get("problems", [])))
+            self.rd.write_plan(plan)
+            self.rd.write_hydra_files(self.hydra_files)
+            self.stats.episodes_total = len(episodes)
+            self.stats.episodes_resumed = len(episodes) - sum(1 for w in work if not w.kept_rows)
+            if work:
+                self._execute(dataset, work, plan)
+            self._write_problem_rows(dataset)
+            rows = self.rd.collect_rows(episodes)
+            self.rd.write_results(rows)
+            from benchmark.leaderboard import write_leaderboard
 
-        write_leaderboard([self.out], self.out / "leaderboard.csv")
+            write_leaderboard([self.out], self.rd.leaderboard_csv)
         self.stats.wall_s = time.perf_counter() - t_start
         self.stats.errors = sum(1 for r in rows if r["status"] == "error")
         return self.stats
 
-    def _write_plan(self, dataset: Dataset, episodes: list[Episode], skipped: list, identity: dict) -> None:
-        plan = {
-            "identity": identity,
-            "config": self.cfg,
-            "method_hash": self._method_hash,
-            "dataset_root": str(dataset.root),
-            "episodes": [{"key": e.key, "group": e.group, "round": e.round, "references": list(e.references),
-                          "targets": list(e.targets), "self_reference": e.self_reference} for e in episodes],
-            "skipped_groups": [{"group": s.group, "reason": s.reason} for s in skipped],
-            "dataset_problems": list(dataset.meta.get("problems", [])),
-        }
-        atomic_write_text(self.out / "run.json", json.dumps(plan, indent=1, default=str) + "\n")
-
-    def _build_method(self, identity: dict) -> Method:
+    def _build_method(self, plan: RunPlan) -> Method:
         if self._method is None:
             self._method = build_method(self.method_name, **self.method_params)
-            h = _hash([self.cfg["method"], self._method.fingerprint()])
+            h = _hash([self.method_name, self.info.result_settings(self.method_params), self._method.fingerprint()])
             if self._method_hash not in (None, h):
-                raise RunConfigError(f"{self.out}: the method's weights changed since this run started "
-                                     f"(hash {self._method_hash} → {h}); use another run directory")
+                raise RunConfigError(
+                    f"{self.out}: the method's weights changed since this run started (method hash "
+                    f"{self._method_hash} → {h}; its settings are unchanged, so the weight files' content "
+                    "differs); use another run directory, or runner.overwrite=true")
             self._method_hash = h
-            run_json = self.out / "run.json"
-            doc = json.loads(run_json.read_text())
-            doc["method_hash"] = h
-            atomic_write_text(run_json, json.dumps(doc, indent=1, default=str) + "\n")
+            self.rd.write_plan(replace(plan, method_hash=h))
         return self._method
 
-    def _run_pending(self, dataset: Dataset, pending: list[Episode], ep_dir: Path, identity: dict) -> None:
-        method = self._build_method(identity)
+    def _execute(self, dataset: Dataset, work: list[WorkItem], plan: RunPlan) -> None:
+        method = self._build_method(plan)
         derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
-        scoring = _scoring_pool(self.r["workers"])
+        from metrics import compile_notice
+
+        compile_notice()
+        scoring = ScoringPool(self.r["workers"])
         # With several workers, as many threads decode upcoming images in the background.
         threads = scoring.n if scoring.n > 1 else 0
         cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=threads)
-        total = sum(len(e.targets) for e in pending)
-        progress = _progress(total, f"{self.method_name} on {self.dataset_name}", self.r.get("progress", "auto"))
-        in_flight: deque[_InFlight] = deque()
+        self._progress = _progress(sum(len(w.targets) for w in work), f"{self.method_name} on {self.dataset_name}",
+                                   self.r.get("progress", "auto"))
+        flights: deque[_Flight] = deque()
         try:
             with scoring as pool:
-                # Scoring of earlier episodes overlaps with the method on later ones; an episode's
-                # file is written (in plan order) once all its scores are back.
-                limit = 2 * scoring.n
-                for i, episode in enumerate(pending):
-                    for upcoming in pending[i:i + 2]:
-                        ids = (*upcoming.references, *upcoming.targets)
-                        if len(ids) <= cache.capacity // 2:  # never prefetch past what the cache holds
-                            cache.prefetch(dataset.samples[s] for s in ids)
-                    in_flight.append(self._start_episode(dataset, episode, method, cache, pool, progress))
-                    while in_flight and (in_flight[0].done() or len(in_flight) > limit):
-                        self._finish_episode(in_flight.popleft(), ep_dir, progress)
-                while in_flight:
-                    self._finish_episode(in_flight.popleft(), ep_dir, progress)
-        finally:
-            # Interrupted: keep every episode whose scores are already back (nothing finished is lost).
-            while in_flight and in_flight[0].done():
                 try:
-                    self._finish_episode(in_flight.popleft(), ep_dir, progress)
-                except Exception:
-                    break
-            progress.close()
+                    for i, item in enumerate(work):
+                        self._prefetch(cache, dataset, work[i:i + 2])
+                        flights.append(self._run_episode(dataset, item, method, cache, pool))
+                        # Scoring of earlier episodes overlaps the method on later ones.
+                        while flights and (flights[0].done() or len(flights) > 2 * scoring.n):
+                            self._finish(flights.popleft())
+                    while flights:
+                        self._finish(flights.popleft())
+                except BaseException:
+                    self._keep_finished(flights)  # before the pool shuts down and cancels the rest
+                    raise
+        finally:
+            self._progress.close()
             cache.close()
-        self.stats.decode_s += cache.decode_seconds
+            self.stats.decode_s += cache.decode_seconds
+
+    def _prefetch(self, cache: ViewCache, dataset: Dataset, items: Sequence[WorkItem]) -> None:
+        for item in items:
+            ids = (*item.episode.references, *item.targets)
+            if len(ids) <= cache.capacity // 2:  # never prefetch past what the cache holds
+                cache.prefetch(dataset.samples[s] for s in ids)
 
     # One episode: prompt, prepare, predict in batches, save, submit the scoring jobs.
-    def _start_episode(self, dataset: Dataset, episode: Episode, method: Method, cache: ViewCache,
-                       pool: Executor | None, progress) -> _InFlight:
-        base = self._row_base(dataset, episode)
-        guidance = method.info.guidance
+    def _run_episode(self, dataset: Dataset, item: WorkItem, method: Method, cache: ViewCache,
+                     pool: Executor | None) -> _Flight:
+        flight = _Flight(item, self._row_base(dataset, item.episode), [dict(r) for r in item.kept_rows])
         try:
-            t0 = time.perf_counter()
-            if guidance == "in_context":
-                refs = [cache.get(dataset.samples[s]) for s in episode.references]
-                prompts = [self._prompt(episode, v) for v in refs]
-                t0 = time.perf_counter()
-                method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)])
-            else:
-                method.prepare([])
-            prepare_s = (time.perf_counter() - t0) / max(1, len(episode.targets))
-            self.stats.method_s += time.perf_counter() - t0
+            prepare_s = self._prepare(dataset, item.episode, method, cache) / len(item.targets)
         except Exception as exc:
-            self._maybe_raise(exc)
-            progress.update(len(episode.targets))
-            return _InFlight(episode, base, [self._error_row(base, t, f"reference: {_describe(exc)}")
-                                             for t in episode.targets], [])
-
-        rows: list[dict[str, Any]] = []
-        pending: list[tuple[str, float, Future | ScoreResult]] = []
+            for tid in item.targets:
+                self._fail(flight, tid, "reference", exc)
+            return flight
         batch_size = max(1, int(self.r["batch_size"]))
-        for start in range(0, len(episode.targets), batch_size):
-            batch_ids = episode.targets[start:start + batch_size]
-            views: list[SampleView] = []
-            for tid in batch_ids:
-                try:
-                    views.append(cache.get(dataset.samples[tid]))
-                except Exception as exc:
-                    self._maybe_raise(exc)
-                    rows.append(self._error_row(base, tid, _describe(exc)))
-                    progress.update(1)
-            if not views:
-                continue
-            try:
-                targets = [Target(v.sample.id, v.image, self._guidance(v, guidance)) for v in views]
-                t0 = time.perf_counter()
-                preds = method.predict(targets)
-                dt = time.perf_counter() - t0
-                self.stats.method_s += dt
-                if len(preds) != len(views):
-                    raise ValueError(f"method returned {len(preds)} predictions for {len(views)} targets")
-            except Exception as exc:
-                self._maybe_raise(exc)
-                rows.extend(self._error_row(base, v.sample.id, f"method: {_describe(exc)}") for v in views)
-                progress.update(len(views))
-                continue
-            per_target_s = dt / len(views) + prepare_s
-            for view, pred in zip(views, preds, strict=True):
-                try:
-                    q = _check_prediction(pred, view)
-                except ValueError as exc:
-                    self._maybe_raise(exc)
-                    rows.append(self._error_row(base, view.sample.id, f"method: {exc}", per_target_s))
-                    progress.update(1)
-                    continue
-                save_path = None
-                if self.r.get("save_predictions", True):
-                    save_path = str(prediction_path(self.out, episode.round, view.sample.id))
-                if view.alpha is None or pool is None:  # write here; with a pool the worker writes
-                    t0 = time.perf_counter()
-                    if save_path:
-                        write_png(save_path, q)
-                    save_path = None
-                    self.stats.write_s += time.perf_counter() - t0
-                if view.alpha is None:  # an unlabelled video frame: saved, not scored
-                    rows.append(dict(self._error_row(base, view.sample.id, "", per_target_s, log_it=False),
-                                     status="unscored"))
-                    self.stats.targets += 1
-                    progress.update(1)
-                    continue
-                job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
-                               self.r["trimap_radius_fraction"], view.trimap_source, save_path)
-                try:
-                    result = pool.submit(score, job) if pool is not None else score(job)
-                except Exception as exc:
-                    self._maybe_raise(exc)
-                    rows.append(self._error_row(base, view.sample.id, f"metrics: {_describe(exc)}", per_target_s))
-                    progress.update(1)
-                    continue
-                pending.append((view.sample.id, per_target_s, result))
-        return _InFlight(episode, base, rows, pending)
+        for start in range(0, len(item.targets), batch_size):
+            views = self._decode(flight, dataset, cache, item.targets[start:start + batch_size])
+            for view, pred, seconds in self._predict(flight, method, views):
+                self._submit(flight, view, pred, seconds + prepare_s, pool)
+        return flight
 
-    def _finish_episode(self, job: _InFlight, ep_dir: Path, progress) -> None:
-        """Collect an episode's scores and write its file (the resume unit) atomically."""
-        episode, base, rows = job.episode, job.base, job.rows
-        for tid, secs, result in job.pending:
+    def _prepare(self, dataset: Dataset, episode: Episode, method: Method, cache: ViewCache) -> float:
+        """Prompts and ``method.prepare``; returns the method's seconds."""
+        if self.info.guidance != "in_context":
+            method.prepare([])
+            return 0.0
+        refs = [cache.get(dataset.samples[s]) for s in episode.references]
+        prompts = [self._prompt(episode, v) for v in refs]
+        t0 = time.perf_counter()
+        method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)])
+        dt = time.perf_counter() - t0
+        self.stats.method_s += dt
+        return dt
+
+    def _decode(self, flight: _Flight, dataset: Dataset, cache: ViewCache, ids: Sequence[str]) -> list[SampleView]:
+        views = []
+        for tid in ids:
             try:
-                res = result.result() if isinstance(result, Future) else result
-                self.stats.metrics_s += res.seconds
-                progress.update(1)
+                views.append(cache.get(dataset.samples[tid]))
             except Exception as exc:
-                self._maybe_raise(exc)
-                rows.append(self._error_row(base, tid, f"metrics: {_describe(exc)}", secs))
-                continue
-            for region in self.r["regions"]:
-                source = res.trimap_source if region == "unknown" else ""
-                row = dict(base, target=tid, region=region, trimap_source=source,
-                           seconds=f"{secs:.4f}", status="ok", error="")
-                row.update({m: _fmt(res.values[region][m]) for m in METRIC_NAMES})
-                rows.append(row)
+                self._fail(flight, tid, None, exc)
+        return views
+
+    def _predict(self, flight: _Flight, method: Method, views: list[SampleView]) -> list[tuple]:
+        """(view, prediction, seconds) per target; a failing batch is retried target by target so
+        only the failing target becomes an error row."""
+        if not views:
+            return []
+        try:
+            targets = [Target(v.sample.id, v.image, self._guidance(v)) for v in views]
+            t0 = time.perf_counter()
+            preds = method.predict(targets)
+            dt = time.perf_counter() - t0
+            self.stats.method_s += dt
+            if len(preds) != len(views):
+                raise ValueError(f"method returned {len(preds)} predictions for {len(views)} targets")
+        except Exception as exc:
+            if len(views) == 1 or self.r["on_error"] == "raise":
+                self._fail(flight, views[0].sample.id, "method", exc)
+                return []
+            return [out for v in views for out in self._predict(flight, method, [v])]
+        return [(v, p, dt / len(views)) for v, p in zip(views, preds, strict=True)]
+
+    def _submit(self, flight: _Flight, view: SampleView, pred: Any, seconds: float, pool: Executor | None) -> None:
+        """Quantise, save and hand one prediction to the metrics (in a worker when there is a pool)."""
+        tid = view.sample.id
+        try:
+            q = _check_prediction(pred, view)
+        except ValueError as exc:
+            self._fail(flight, tid, "method", exc, seconds, described=str(exc))
+            return
+        save = str(self.rd.prediction_file(flight.item.episode.round, tid)) if self.r["save_predictions"] else None
+        if view.alpha is None or pool is None:  # write here; with a pool the worker writes
+            t0 = time.perf_counter()
+            if save:
+                write_png(save, q)
+            save = None
+            self.stats.write_s += time.perf_counter() - t0
+        if view.alpha is None:  # an unlabelled video frame: saved, not scored
+            flight.rows.append(dict(self._error_row(flight.base, tid, "", seconds), status="unscored"))
             self.stats.targets += 1
+            self._progress.update(1)
+            return
+        job = ScoreJob(q, view.alpha, view.trimap, tuple(self.r["regions"]), self.r["metric_protocol"],
+                       self.r["trimap_radius_fraction"], view.trimap_source, save)
+        try:
+            flight.pending.append((tid, seconds, pool.submit(score, job) if pool is not None else score(job)))
+        except Exception as exc:
+            self._fail(flight, tid, "metrics", exc, seconds)
+
+    def _finish(self, flight: _Flight) -> None:
+        """Collect an episode's scores and write its file (the resume unit) atomically."""
+        rows = flight.rows
+        for tid, secs, result in flight.pending:
+            try:
+                res = _result(result)
+            except _Incomplete:
+                raise
+            except Exception as exc:
+                self._fail(flight, tid, "metrics", exc, secs)
+                continue
+            self.stats.metrics_s += res.seconds
+            self._progress.update(1)
+            rows.extend(self._score_rows(flight.base, tid, secs, res))
+            self.stats.targets += 1
+        episode = flight.item.episode
         order = {t: i for i, t in enumerate(episode.targets)}
         regions = {r: i for i, r in enumerate(self.r["regions"])}
         rows.sort(key=lambda row: (order[row["target"]], regions.get(row["region"], 0)))
         for row in rows:  # per target: in the official protocol only the reference itself is flagged
             row["self_reference"] = int(row["target"] in episode.references)
         t0 = time.perf_counter()
-        _write_csv(ep_dir / f"{_slug(episode.key)}.csv", rows)
+        self.rd.write_episode(episode.key, rows)
         self.stats.write_s += time.perf_counter() - t0
+        self.stats.episodes_written += 1
 
-    def _guidance(self, view: SampleView, guidance: str) -> np.ndarray | None:
+    def _keep_finished(self, flights: deque[_Flight]) -> None:
+        """Interrupted: write every episode whose scores are all back (nothing finished is lost)."""
+        for flight in flights:
+            if flight.done():
+                with contextlib.suppress(BaseException):  # an incomplete episode is recomputed on resume
+                    self._finish(flight)
+        flights.clear()
+
+    def _score_rows(self, base: dict[str, Any], tid: str, secs: float, res: ScoreResult) -> list[dict[str, Any]]:
+        out = []
+        for region in self.r["regions"]:
+            row = dict(base, target=tid, region=region, trimap_source=res.trimap_source if region == "unknown" else "",
+                       seconds=f"{secs:.4f}", status="ok", error="")
+            row.update({m: fmt_value(res.values[region][m]) for m in METRIC_NAMES})
+            out.append(row)
+        return out
+
+    def _guidance(self, view: SampleView) -> np.ndarray | None:
         """Per-target auxiliary input derived from the ground truth (paper Table 3)."""
+        guidance = self.info.guidance
         if guidance in ("trimap", "mask") and view.alpha is None:
             raise ValueError(f"'{view.sample.id}' has no ground truth to derive a {guidance} from")
         if guidance == "trimap":
@@ -375,7 +458,7 @@ class Runner:
 
     def _prompt(self, episode: Episode, ref: SampleView) -> Prompt:
         """The stored prompt of this (episode, reference), or a new one saved before use."""
-        path = self.out / "prompts" / f"{_slug(episode.key + '|' + ref.sample.id)}.npz"
+        path = self.rd.prompt_file(episode.key, ref.sample.id)
         if path.exists():
             prompt = load_prompt(path)
             if prompt.shape == ref.image.shape[:2]:
@@ -389,92 +472,88 @@ class Runner:
         save_prompt(path, prompt)
         return prompt
 
-    def _row_base(self, dataset: Dataset, episode: Episode) -> dict[str, Any]:
+    # ----------------------------------------------------------------- rows
+    def _row_base(self, dataset: Dataset, episode: Episode | None) -> dict[str, Any]:
         return {
             "method": self.method_name, "method_hash": self._method_hash or "", "dataset": dataset.name,
             "dataset_hash": dataset.fingerprint, "protocol": self.r["protocol"], "prompt": self.prompt_kind,
-            "round": episode.round, "group": episode.group, "references": "+".join(episode.references),
-            "self_reference": int(episode.self_reference), "resolution": self.r["resolution"],
+            "round": episode.round if episode else "", "group": episode.group if episode else "",
+            "references": "+".join(episode.references) if episode else "",
+            "self_reference": int(episode.self_reference) if episode else 0, "resolution": self.r["resolution"],
             "metric_protocol": self.r["metric_protocol"],
         }
 
-    def _error_row(self, base: dict[str, Any], target: str, error: str, seconds: float = 0.0,
-                   log_it: bool = True) -> dict[str, Any]:
+    def _fail(self, flight: _Flight, target: str, stage: str | None, exc: Exception, seconds: float = 0.0,
+              described: str | None = None) -> None:
+        """The one error path: raise (``on_error=raise``) or record an error row and go on."""
+        if self.r["on_error"] == "raise":
+            raise exc
+        text = described if described is not None else f"{type(exc).__name__}: {exc}"
+        flight.rows.append(self._error_row(flight.base, target, f"{stage}: {text}" if stage else text, seconds))
+        log.warning("%s / %s: %s", flight.base["group"], target, flight.rows[-1]["error"])
+        self._progress.update(1)
+
+    @staticmethod
+    def _error_row(base: dict[str, Any], target: str, error: str, seconds: float = 0.0) -> dict[str, Any]:
         row = dict(base, target=target, region="", trimap_source="", seconds=f"{seconds:.4f}",
                    status="error", error=error.replace("\n", " "))
         row.update({m: "" for m in METRIC_NAMES})
-        if log_it:
-            log.warning("%s / %s: %s", base["group"], target, error)
         return row
 
-    def _maybe_raise(self, exc: Exception) -> None:
-        if self.r["on_error"] == "raise":
-            raise exc
-
-    def _write_problem_rows(self, dataset: Dataset, skipped: list, ep_dir: Path) -> None:
-        """Dataset entries without files become error rows (so counts show them)."""
-        problems = dataset.meta.get("problems", [])
-        if not problems or self.r["shard"] != 0:  # reported once, not once per shard
-            return
-        base = {"method": self.method_name, "method_hash": self._method_hash or "", "dataset": dataset.name,
-                "dataset_hash": dataset.fingerprint, "protocol": self.r["protocol"], "prompt": self.prompt_kind,
-                "round": "", "references": "", "self_reference": 0, "resolution": self.r["resolution"],
-                "metric_protocol": self.r["metric_protocol"]}
-        rows = [self._error_row(dict(base, group=p["group"]), p["sample"], f"dataset: {p['error']}")
-                for p in problems]
-        _write_csv(ep_dir / "_dataset_problems.csv", rows)
-
-    def _write_results(self, rows: list[dict[str, Any]]) -> None:
-        t0 = time.perf_counter()
-        _write_csv(self.out / "results.csv", rows)
-        self.stats.write_s += time.perf_counter() - t0
+    def _write_problem_rows(self, dataset: Dataset) -> None:
+        """Dataset entries without usable files become error rows (so counts show them), once across shards."""
+        problems = dataset.meta.get("problems", []) if self.r["shard"] == 0 else []
+        base = self._row_base(dataset, None)
+        self.rd.write_dataset_problems([self._error_row(dict(base, group=p["group"]), p["sample"],
+                                                        f"dataset: {p['error']}") for p in problems])
 
 
-@dataclass
-class _InFlight:
-    """An episode whose predictions are saved and whose scores may still be computing."""
-
-    episode: Episode
-    base: dict[str, Any]
-    rows: list[dict[str, Any]]
-    pending: list[tuple[str, float, Future | ScoreResult]]
-
-    def done(self) -> bool:
-        return all(not isinstance(r, Future) or r.done() for _, _, r in self.pending)
+def _result(result: Future | ScoreResult) -> ScoreResult:
+    """A score job's result; cancelled jobs and dead workers make the episode incomplete."""
+    if not isinstance(result, Future):
+        return result
+    try:
+        return result.result()
+    except (CancelledError, BrokenProcessPool) as exc:
+        raise _Incomplete(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _check_prediction(pred: Any, view: SampleView) -> np.ndarray:
     """Validate a method's output and quantise it (rounding) to the uint8 that is saved and scored."""
     arr = np.asarray(pred)
     h, w = view.image.shape[:2]
+    sid = view.sample.id
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.shape != (h, w):
-        raise ValueError(f"prediction for '{view.sample.id}' has shape {arr.shape}, expected {(h, w)}")
+        raise ValueError(f"prediction for '{sid}' has shape {arr.shape}, expected {(h, w)}")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"prediction for '{view.sample.id}' has dtype {arr.dtype}; methods return float alpha")
+        raise ValueError(f"prediction for '{sid}' has dtype {arr.dtype}; methods return float alpha")
     if not np.isfinite(arr).all():
-        raise ValueError(f"prediction for '{view.sample.id}' contains {int((~np.isfinite(arr)).sum())} NaN/inf values")
+        raise ValueError(f"prediction for '{sid}' contains {int((~np.isfinite(arr)).sum())} NaN/inf values")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"prediction for '{view.sample.id}' lies in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
+        raise ValueError(f"prediction for '{sid}' lies in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
     return quantize_alpha(arr)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`RunInterrupted` (finished episodes are kept, workers stop), unless
+    someone else handles SIGTERM already or this is not the main thread."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
 
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted("SIGTERM")
 
-def _fmt(x: float) -> str:
-    return "nan" if x != x else repr(float(x))
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _NullProgress:
@@ -485,7 +564,7 @@ class _NullProgress:
         pass
 
 
-def _progress(total: int, desc: str, mode: str):
+def _progress(total: int, desc: str, mode: str) -> Any:
     """A tqdm bar on a terminal (or when forced), silent otherwise."""
     show = sys.stderr.isatty() if mode == "auto" else bool(mode) and mode != "off"
     if not show:
@@ -493,35 +572,3 @@ def _progress(total: int, desc: str, mode: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="target", dynamic_ncols=True)
-
-
-class _scoring_pool:
-    """A process pool for metrics (None when ``workers`` ≤ 1: score in-process)."""
-
-    def __init__(self, workers: int | None) -> None:
-        n = (os.cpu_count() or 1) if workers is None else int(workers)
-        self.n = n
-        self.pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> ProcessPoolExecutor | None:
-        if self.n > 1:
-            # fork is fast; after torch (threads) has been imported, forkserver is the safe choice.
-            method = "forkserver" if "torch" in sys.modules else "fork"
-            self.pool = ProcessPoolExecutor(self.n, mp_context=mp.get_context(method))
-        return self.pool
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def collect_rows(run_dir: Path, episode_keys: Sequence[str]) -> list[dict[str, str]]:
-    """The rows of the finished episodes in plan order, then the dataset-problem rows."""
-    ep_dir = run_dir / "episodes"
-    rows: list[dict[str, str]] = []
-    for name in [*(f"{_slug(k)}.csv" for k in episode_keys), "_dataset_problems.csv"]:
-        path = ep_dir / name
-        if path.exists():
-            with path.open(newline="") as fh:
-                rows.extend(csv.DictReader(fh))
-    return rows

@@ -78,11 +78,16 @@ class Episode:
 
     @property
     def key(self) -> str:
-        """Stable identifier used for resume bookkeeping and file names."""
-        refs = "+".join(self.references)
+        """Stable identifier used for resume bookkeeping: ``group/r<round>/ref+ref[/target]``.
+
+        Every part is percent-escaped (``/`` and ``+`` included), so no two episodes share a key
+        whatever characters the ids contain."""
+        from benchmark.safe_names import escape
+
+        parts = [escape(self.group), f"r{self.round}", "+".join(escape(r) for r in self.references)]
         if len(self.targets) == 1:
-            return f"{self.group}__r{self.round}__{refs}__{self.targets[0]}"
-        return f"{self.group}__r{self.round}__{refs}"
+            parts.append(escape(self.targets[0]))
+        return "/".join(parts)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,6 @@ writes the mattes themselves as a grey clip.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from benchmark.datasets import load_dataset
 from benchmark.io import read_image
-from benchmark.runner import prediction_path
+from benchmark.rundir import RunDir
 
 
 def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
@@ -34,15 +32,15 @@ def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
 def export(run_dir: Path, composite: Path | None, alpha_out: Path | None,
            background: tuple[int, int, int] = (0, 177, 64)) -> int:
     """Write the requested clips; returns the number of frames written."""
-    doc = json.loads((run_dir / "run.json").read_text())
-    params = dict(doc["config"]["dataset"])
-    dataset = load_dataset(params.pop("name"), **params)
+    rd = RunDir(run_dir)
+    plan = rd.read_plan()
+    dataset = rd.load_dataset(plan)
     fps = float(dataset.meta.get("fps", 25.0))
-    frames = doc["episodes"][0]["targets"]
+    frames = plan.episodes[0].targets
     writers: dict[str, cv2.VideoWriter] = {}
     n = 0
     for fid in frames:
-        pred_path = prediction_path(run_dir, 0, fid)
+        pred_path = rd.prediction_file(0, fid)
         if not pred_path.exists():
             print(f"warning: no prediction for frame {fid}; stopping there", file=sys.stderr)
             break

@@ -3,26 +3,27 @@
 Columns: the reference (prompt drawn over it: foreground green, background red), then every
 target. Rows: image, prediction, ground truth, and |prediction − ground truth| as a heat map
 (black = 0, white = 1). Written to ``RUN_DIR/figures/`` (``--rounds`` picks which rounds).
+A file that cannot be read becomes a tile saying so (and a warning); the other tiles and
+episodes are drawn.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from benchmark.datasets import load_dataset
+from benchmark.datasets.common import DatasetError
 from benchmark.io import write_png
 from benchmark.prompts import load_prompt
-from benchmark.runner import _slug, prediction_path
-from benchmark.types import BACKGROUND, FOREGROUND
-from benchmark.views import load_view
+from benchmark.rundir import RunDir, RunDirError
+from benchmark.types import BACKGROUND, FOREGROUND, Dataset, Episode
+from benchmark.views import SampleView, load_view
 
 TILE = 192
 
@@ -63,26 +64,56 @@ def _overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def episode_figure(run_dir: Path, episode: dict, dataset, resolution: str) -> np.ndarray:
-    """The grid for one episode as an RGB array."""
+def _unreadable(what: str) -> np.ndarray:
+    """A tile that says a file could not be read (dark red, crossed, labelled)."""
+    tile = np.full((TILE, TILE, 3), (90, 20, 20), np.uint8)
+    cv2.line(tile, (0, 0), (TILE - 1, TILE - 1), (200, 60, 60), 2)
+    cv2.line(tile, (0, TILE - 1), (TILE - 1, 0), (200, 60, 60), 2)
+    for i, text in enumerate(("unreadable", what[:22])):
+        cv2.putText(tile, text, (8, TILE // 2 - 8 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return tile
+
+
+def _tiles(what: str, draw: Callable[[], list[np.ndarray]], count: int, problems: list[str]) -> list[np.ndarray]:
+    """``draw()``'s tiles, or ``count`` 'unreadable' tiles when a file in it cannot be read."""
+    try:
+        return draw()
+    except (OSError, ValueError, KeyError) as exc:
+        problems.append(f"{what}: {exc}")
+        return [_unreadable(what)] * count
+
+
+def _view(dataset: Dataset, sample_id: str, resolution: str) -> SampleView:
+    if sample_id not in dataset.samples:
+        raise KeyError(f"'{sample_id}' is no longer in the dataset")
+    return load_view(dataset.samples[sample_id], resolution)
+
+
+def episode_figure(rd: RunDir, episode: Episode, dataset: Dataset, resolution: str,
+                   problems: list[str] | None = None) -> np.ndarray:
+    """The grid for one episode as an RGB array; unreadable files are listed in ``problems``."""
+    problems = [] if problems is None else problems
     blank = np.full((TILE, TILE, 3), 40, np.uint8)
-    columns = []
-    for ref in episode["references"]:
-        view = load_view(dataset.samples[ref], resolution)
-        prompt_path = run_dir / "prompts" / f"{_slug(episode['key'] + '|' + ref)}.npz"
-        img = _overlay(view.image, load_prompt(prompt_path).labels()) if prompt_path.exists() else view.image
-        columns.append([_fit(img), blank, _fit(_gray(view.alpha)), blank])
-    for target in episode["targets"]:
-        view = load_view(dataset.samples[target], resolution)
-        pred_path = prediction_path(run_dir, episode["round"], target)
-        if pred_path.exists():
-            pred = np.asarray(Image.open(pred_path))
-            gt = view.alpha.astype(np.float32) / (255.0 if view.alpha.dtype == np.uint8 else 1.0)
-            err = np.abs(pred.astype(np.float32) / 255.0 - gt)
-            col = [_fit(view.image), _fit(pred), _fit(_gray(view.alpha)), _fit(_heat(err))]
-        else:
-            col = [_fit(view.image), blank, _fit(_gray(view.alpha)), blank]
-        columns.append(col)
+
+    def reference(ref: str) -> list[np.ndarray]:
+        view = _view(dataset, ref, resolution)
+        path = rd.prompt_file(episode.key, ref)
+        img = _overlay(view.image, load_prompt(path).labels()) if path.exists() else view.image
+        return [_fit(img), blank, _fit(_gray(view.alpha))]
+
+    def target(tid: str) -> list[np.ndarray]:
+        view = _view(dataset, tid, resolution)
+        path = rd.prediction_file(episode.round, tid)
+        if not path.exists():
+            return [_fit(view.image), blank, _fit(_gray(view.alpha)), blank]
+        pred = np.asarray(Image.open(path))
+        gt = view.alpha.astype(np.float32) / (255.0 if view.alpha.dtype == np.uint8 else 1.0)
+        err = np.abs(pred.astype(np.float32) / 255.0 - gt)
+        return [_fit(view.image), _fit(pred), _fit(_gray(view.alpha)), _fit(_heat(err))]
+
+    columns = [[*_tiles(r, lambda r=r: reference(r), 3, problems), blank] for r in episode.references]
+    columns += [_tiles(t, lambda t=t: target(t), 4, problems) for t in episode.targets]
     rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(4)]
     return np.concatenate(rows, axis=0)
 
@@ -93,17 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, nargs="*", default=[0], help="rounds to draw (default: 0)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/figures)")
     args = parser.parse_args(argv)
-    doc = json.loads((args.run_dir / "run.json").read_text())
-    params = dict(doc["config"]["dataset"])
-    dataset = load_dataset(params.pop("name"), **params)
-    out = args.out or args.run_dir / "figures"
+    rd = RunDir(args.run_dir)
+    try:
+        plan = rd.read_plan()
+        dataset = rd.load_dataset(plan)
+    except (RunDirError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problems: list[str] = []
     n = 0
-    for episode in doc["episodes"]:
-        if episode["round"] in args.rounds:
-            grid = episode_figure(args.run_dir, episode, dataset, doc["config"]["runner"]["resolution"])
-            write_png(out / f"{_slug(episode['key'])}.png", grid)
+    for episode in plan.episodes:
+        if episode.round in args.rounds:
+            grid = episode_figure(rd, episode, dataset, plan.runner["resolution"], problems)
+            path = rd.figure_file(episode.key)
+            write_png(args.out / path.name if args.out else path, grid)
             n += 1
-    print(f"wrote {n} figures to {out}", file=sys.stderr)
+    for p in problems:
+        print(f"warning: unreadable, drawn as such: {p}", file=sys.stderr)
+    print(f"wrote {n} figures to {args.out or rd.figures_dir} ({len(problems)} unreadable files)", file=sys.stderr)
     return 0
 
 

@@ -9,9 +9,9 @@ cases. Outputs are float alpha mattes in [0, 1] at each target's full resolution
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +29,11 @@ class MethodInfo:
       ``none`` (automatic matting).
     - ``prompt_kinds``: reference prompts an in-context method accepts.
     - ``max_references``: how many references ``prepare`` accepts (paper Table 6 uses up to 4).
+    - ``runtime_params``: constructor parameters that do not change the numbers (paths to
+      weights, device, batch size, compile flags, memory knobs). They are recorded with a run but
+      are not part of its identity, so a run can resume after the weights moved or on another
+      device. Every other parameter is result-changing; a method whose numbers really depend on,
+      say, its dtype leaves ``dtype`` out of this set.
     """
 
     name: str
@@ -36,6 +41,11 @@ class MethodInfo:
     prompt_kinds: frozenset[str] = field(default_factory=lambda: frozenset({"mask"}))
     max_references: int = 1
     description: str = ""
+    runtime_params: frozenset[str] = frozenset()
+
+    def result_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters of ``params`` that change results (everything but ``runtime_params``)."""
+        return {k: v for k, v in sorted(params.items()) if k not in self.runtime_params}
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +87,9 @@ class Method(Protocol):
         """One float alpha in [0, 1] per target, shaped like that target's image (H, W)."""
 
     def fingerprint(self) -> str:
-        """Identifies the weights/state that change outputs ('' for weight-free methods)."""
+        """Identifies the weights/state that change outputs ('' for weight-free methods).
+
+        A content hash: moving the weight files or changing the device must not change it."""
 
 
 class BaseMethod:

@@ -6,7 +6,7 @@ See ``metrics/README.md``. Importing this package needs only numpy, scipy and Pi
 numba (``icmbench[fast]``) is used when installed.
 """
 
-from metrics._backend import numba_available
+from metrics._backend import compile_notice, numba_available
 from metrics.functional import METRIC_NAMES, REGIONS, conn, evaluate, grad, mse, sad
 from metrics.io import AlphaDecodeError, alpha_from_array, read_alpha, read_trimap
 
@@ -15,6 +15,7 @@ __all__ = [
     "REGIONS",
     "AlphaDecodeError",
     "alpha_from_array",
+    "compile_notice",
     "conn",
     "evaluate",
     "grad",

@@ -7,7 +7,12 @@ imported, and only when the caller asks for ``backend="auto"`` or ``"numba"``.
 from __future__ import annotations
 
 import functools
+import os
+import sys
+from pathlib import Path
 from types import ModuleType
+
+_NOTICE = "compiling metric kernels, first run only (about a minute)"
 
 
 @functools.cache
@@ -16,7 +21,39 @@ def _load() -> ModuleType | None:
         from metrics import _numba
     except ImportError:
         return None
+    compile_notice(_numba)
     return _numba
+
+
+def _uncached(module: ModuleType) -> bool:
+    """True when some numba kernel of ``module`` has no on-disk cache yet (it will compile on first use)."""
+    for obj in vars(module).values():
+        cache = getattr(obj, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is not None and not Path(index).exists():
+            return True
+    return False
+
+
+_noticed: list[bool] = []
+
+
+def compile_notice(module: ModuleType | None = None) -> bool:
+    """Say once per process, on stderr, that the kernels are about to compile (a silent minute
+    otherwise); ``ICMBENCH_COMPILE_NOTICE=0`` silences it. Returns whether it was printed now."""
+    if module is None:
+        _load()  # calls back with the module on first import
+        return False
+    if _noticed or os.environ.get("ICMBENCH_COMPILE_NOTICE", "1") == "0":
+        return False
+    _noticed.append(True)
+    try:
+        uncached = _uncached(module)
+    except Exception:  # numba internals moved: no notice rather than a failure
+        return False
+    if uncached:
+        print(_NOTICE, file=sys.stderr, flush=True)
+    return uncached
 
 
 def numba_available() -> bool:

@@ -40,7 +40,7 @@ def read_grouping(path: Path) -> dict[str, str]:
 
 
 def load_aim500(root: str | os.PathLike, groups: str | os.PathLike, name: str = "aim500",
-                on_missing: str = "skip") -> Dataset:
+                on_missing: str = "skip", allow_outside_root: bool = False) -> Dataset:
     """Load AIM-500 (or any folder in its layout) grouped by ``groups``."""
     root = require_dir(Path(root).expanduser(), "dataset root")
     grouping = read_grouping(Path(groups).expanduser())
@@ -57,4 +57,4 @@ def load_aim500(root: str | os.PathLike, groups: str | os.PathLike, name: str = 
     problems.warn(name)
     if not samples:
         raise DatasetError(f"{root}: no grouped image has an image and a mask")
-    return build_dataset(name, root, samples, meta={"problems": list(problems)})
+    return build_dataset(name, root, samples, meta={"problems": list(problems)}, allow_outside_root=allow_outside_root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,10 +60,48 @@ def fingerprint(name: str, samples: Mapping[str, Sample], groups: Mapping[str, G
     return digest[:16]
 
 
+def outside_root(sample: Sample, root: Path) -> str | None:
+    """The first file of ``sample`` that resolves (symlinks followed) outside ``root``, or None."""
+    base = root.resolve()
+    for p in (sample.image_path, sample.alpha_path, sample.trimap_path):
+        if p is not None and not Path(os.path.realpath(p)).is_relative_to(base):
+            return str(p)
+    return None
+
+
+def contain(name: str, root: Path, samples: list[Sample], problems: list[dict[str, str]]) -> list[Sample]:
+    """The samples whose files all lie inside ``root``; the others are reported in ``problems``
+    (never opened), with one warning."""
+    kept: list[Sample] = []
+    for s in samples:
+        bad = outside_root(s, root)
+        if bad is None:
+            kept.append(s)
+        else:
+            problems.append({"sample": s.id, "group": s.group,
+                             "error": f"{bad} lies outside the dataset root {root} (a '..', absolute path or "
+                                      "symlink); not read. Set dataset.allow_outside_root=true to allow it"})
+    if len(kept) < len(samples):
+        warnings.warn(f"{name}: {len(samples) - len(kept)} sample(s) point outside {root} and were left out",
+                      stacklevel=3)
+    return kept
+
+
 def build_dataset(name: str, root: Path, samples: list[Sample],
                   group_meta: Mapping[str, Mapping[str, Any]] | None = None,
-                  meta: Mapping[str, Any] | None = None) -> Dataset:
-    """Assemble a :class:`Dataset` from samples (group order = first appearance, ids kept in order)."""
+                  meta: Mapping[str, Any] | None = None, allow_outside_root: bool = False) -> Dataset:
+    """Assemble a :class:`Dataset` from samples (group order = first appearance, ids kept in order).
+
+    Unless ``allow_outside_root``, samples with a file that resolves outside ``root`` are left out
+    and listed in ``meta["problems"]`` (so they become error rows, and nothing outside is read)."""
+    meta = dict(meta or {})
+    if not allow_outside_root:
+        problems = list(meta.get("problems", []))
+        samples = contain(name, root, samples, problems)
+        if problems:
+            meta["problems"] = problems
+        if not samples:
+            raise DatasetError(f"{name}: no sample has its files inside the dataset root {root}")
     by_id: dict[str, Sample] = {}
     members: dict[str, list[str]] = {}
     for s in samples:
@@ -73,7 +112,7 @@ def build_dataset(name: str, root: Path, samples: list[Sample],
     group_meta = group_meta or {}
     groups = {k: Group(k, tuple(ids), dict(group_meta.get(k, {}))) for k, ids in members.items()}
     return Dataset(name=name, root=root, samples=by_id, groups=groups,
-                   fingerprint=fingerprint(name, by_id, groups, root), meta=dict(meta or {}))
+                   fingerprint=fingerprint(name, by_id, groups, root), meta=meta)
 
 
 class Problems(list):

@@ -19,7 +19,8 @@ from benchmark.types import Dataset, Sample
 ALPHA_SUFFIX, TRIMAP_SUFFIX = "_alpha", "_trimap"
 
 
-def load_folder(root: str | os.PathLike, name: str = "folder", on_missing: str = "skip") -> Dataset:
+def load_folder(root: str | os.PathLike, name: str = "folder", on_missing: str = "skip",
+                allow_outside_root: bool = False) -> Dataset:
     """Load a folder with one sub-folder per group (see the module docstring)."""
     root = require_dir(Path(root).expanduser(), "dataset root")
     group_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -48,4 +49,4 @@ def load_folder(root: str | os.PathLike, name: str = "folder", on_missing: str =
     problems.warn(name)
     if not samples:
         raise DatasetError(f"{root}: no image with a matte in any group folder")
-    return build_dataset(name, root, samples, meta={"problems": list(problems)})
+    return build_dataset(name, root, samples, meta={"problems": list(problems)}, allow_outside_root=allow_outside_root)

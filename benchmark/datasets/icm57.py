@@ -25,7 +25,7 @@ def icm_group_key(info: dict) -> str:
 
 
 def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
-               name: str = "icm57", on_missing: str = "skip") -> Dataset:
+               name: str = "icm57", on_missing: str = "skip", allow_outside_root: bool = False) -> Dataset:
     """Load an ICM-57-style folder.
 
     ``groups`` defaults to ``<root>/ICM57.json`` (the official name) or the only ``*.json`` in
@@ -60,7 +60,8 @@ def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
     problems.warn(name)
     if not samples:
         raise DatasetError(f"{groups_path}: none of its {len(table)} entries has an image and a matte in {root}")
-    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": list(problems)})
+    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": list(problems)},
+                         allow_outside_root=allow_outside_root)
 
 
 def _find_groups_file(root: Path, groups: str | os.PathLike | None) -> Path:

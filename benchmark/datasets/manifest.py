@@ -25,7 +25,8 @@ FORMAT, VERSION = "icmbench-dataset", 1
 
 
 def load_manifest(root: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-                  name: str | None = None, check_files: bool = True) -> Dataset:
+                  name: str | None = None, check_files: bool = True,
+                  allow_outside_root: bool = False) -> Dataset:
     """Load a dataset described by ``<root>/manifest.json`` (or an explicit manifest ``path``)."""
     if path is None:
         if root is None:
@@ -69,7 +70,8 @@ def load_manifest(root: str | os.PathLike | None = None, path: str | os.PathLike
     if not samples:
         raise DatasetError(f"{path}: no samples")
     return build_dataset(name or str(doc.get("name", base.name)), base, samples,
-                         group_meta=doc.get("groups", {}), meta=dict(doc.get("meta", {})))
+                         group_meta=doc.get("groups", {}), meta=dict(doc.get("meta", {})),
+                         allow_outside_root=allow_outside_root)
 
 
 def manifest_document(name: str, samples: Sequence[Sample], root: Path,

@@ -93,4 +93,5 @@ def load_video(path: str | os.PathLike, reference_alpha: str | os.PathLike, name
     samples = [Sample(id=s, group=group, image_path=frames[s], alpha_path=ref_alpha if i == 0 else None)
                for i, s in enumerate(stems)]
     return build_dataset(name, frames[stems[0]].parent, samples,
-                         meta={"fixed_reference": stems[0], "fps": found_fps, "source": str(path)})
+                         meta={"fixed_reference": stems[0], "fps": found_fps, "source": str(path)},
+                         allow_outside_root=True)  # the reference matte is a file the user named

@@ -157,7 +157,7 @@ def check_sd_folder(root: Path, check_sd21: bool) -> None:
 def folder_fingerprint(root: Path) -> str:
     """Hash of the model's config files plus weight file names and sizes (weights not read)."""
     h = hashlib.sha256()
-    for sub in ("unet", "vae", "scheduler"):
+    for sub in ("unet", "vae", "scheduler", "text_encoder", "tokenizer"):
         for f in sorted((root / sub).glob("*")):
             if f.suffix == ".json":
                 h.update(f.name.encode() + f.read_bytes())

@@ -79,6 +79,9 @@ class IconMattingMethod(BaseMethod):
         prompt_kinds=frozenset({"mask", "scribble", "points"}),
         max_references=4,
         description="IconMatting (CVPR 2024): SD 2.1 features, inter/intra-similarity, ViTMatte-style decoder",
+        # Where the weights are and how the same maths is scheduled; dtype stays result-changing.
+        runtime_params=frozenset({"sd_path", "checkpoint", "prompt_embeds_file", "device", "batch_size", "compile",
+                                  "attention_impl", "attn_chunk_mb", "check_sd21", "trust_checkpoint"}),
     )
 
     def __init__(
@@ -262,20 +265,20 @@ class IconMattingMethod(BaseMethod):
             "crop_fill": self.crop_fill,
             "extractor": {k: v for k, v in vars(self.settings).items() if k != "attn_chunk_bytes"},
             "prompt_top_m": self.prompt_top_m,
-            "device": self.device.type,
-            "dtype": str(self.dtype),
             "random_decoder_seed": self._decoder_seed,
         }
 
     def fingerprint(self) -> str:
-        """sha256 over the decoder checkpoint bytes, the SD folder's configs/file sizes,
-        the empty-prompt embedding and :meth:`settings_dict`."""
+        """sha256 over the decoder checkpoint bytes, the SD folder's configs/file sizes and
+        :meth:`settings_dict`: content only, so moving the files or changing the device keeps it.
+
+        The empty-prompt embedding is not hashed (its low bits depend on the CPU that computed it);
+        the text encoder it comes from is part of the SD folder's fingerprint."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             if self._checkpoint is not None:
                 h.update(f"ckpt:{Path(self._checkpoint).stat().st_size}:{file_digest(self._checkpoint)}".encode())
             h.update(f"sd:{folder_fingerprint(self.extractor.source)}".encode())
-            h.update(self.extractor.prompt_embeds.detach().cpu().numpy().tobytes())
             h.update(json.dumps(self.settings_dict(), sort_keys=True, default=str).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
