@@ -20,6 +20,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.io import atomic_write_text
@@ -44,55 +45,63 @@ def _std(xs: Sequence[float]) -> float:
     return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / len(xs))
 
 
-def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
-    """One row per board key with mean ± std of each metric, counts and the complete flag."""
-    rows: list[dict[str, str]] = []
-    shards: dict[tuple, set[int]] = defaultdict(set)
-    num_shards: dict[tuple, int] = {}
-    planned: dict[tuple, int] = defaultdict(int)
-    for d in map(RunDir, dict.fromkeys(Path(d).resolve() for d in run_dirs)):  # a folder given twice counts once
-        run_rows = d.results()
-        rows.extend(run_rows)
-        plan = d.read_plan()
-        n_planned, (shard, n_shards) = plan.planned_targets, plan.shard
-        for key in {tuple(r[k] for k in BOARD_KEYS[:-1]) for r in run_rows}:
-            shards[key].add(shard)
-            num_shards[key] = n_shards
-            planned[key] += n_planned
-    # (board key) → (round) → (group) → list of per-target values
-    values: dict[tuple, dict[str, dict[str, list[dict[str, float]]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))
-    errors: dict[tuple, int] = defaultdict(int)
-    targets: dict[tuple, set] = defaultdict(set)
-    for r in rows:
-        base = tuple(r[k] for k in BOARD_KEYS[:-1])
-        if r["status"] != "ok":
-            errors[base] += r["status"] == "error"  # "unscored" video frames have no ground truth
-            continue
-        key = (*base, r["region"])
-        values[key][r["round"]][r["group"]].append({m: float(r[m]) for m in METRIC_NAMES})
-        targets[key].add((r["round"], r["group"], r["target"]))
-    out: list[dict[str, object]] = []
-    for key in sorted(values):
+@dataclass
+class _Tally:
+    """Per-target values (streamed from result rows) and the plan facts of the runs read."""
+
+    # (board key) → (round) → (group) → per-target metric tuples (in METRIC_NAMES order)
+    values: dict[tuple, dict[str, dict[str, list[tuple[float, ...]]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    targets: dict[tuple, set] = field(default_factory=lambda: defaultdict(set))
+    errors: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
+    shards: dict[tuple, set[int]] = field(default_factory=lambda: defaultdict(set))
+    num_shards: dict[tuple, int] = field(default_factory=dict)
+    planned: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add_run(self, rd: RunDir) -> None:
+        plan = rd.read_plan()
+        shard, n_shards = plan.shard
+        bases = set()
+        for r in rd.iter_results():  # streamed: memory grows with the values, not the rows
+            base = tuple(r[k] for k in BOARD_KEYS[:-1])
+            bases.add(base)
+            if r["status"] != "ok":
+                self.errors[base] += r["status"] == "error"  # "unscored" video frames have no ground truth
+                continue
+            key = (*base, r["region"])
+            self.values[key][r["round"]][r["group"]].append(tuple(float(r[m]) for m in METRIC_NAMES))
+            self.targets[key].add((r["round"], r["group"], r["target"]))
+        for base in bases:
+            self.shards[base].add(shard)
+            self.num_shards[base] = n_shards
+            self.planned[base] += plan.planned_targets
+
+    def board_row(self, key: tuple) -> dict[str, object]:
         base = key[:-1]
         per_round: dict[str, list[float]] = {m: [] for m in METRIC_NAMES}
         groups: set[str] = set()
-        for _round, by_group in sorted(values[key].items()):
+        for _round, by_group in sorted(self.values[key].items()):
             groups.update(by_group)
-            for m in METRIC_NAMES:
-                group_means = [_mean([v[m] for v in vals]) for vals in by_group.values()]
-                per_round[m].append(_mean(group_means))
-        n_targets = len(targets[key])
-        complete = (shards[base] == set(range(num_shards[base])) and errors[base] == 0
-                    and n_targets == planned[base])
+            for i, m in enumerate(METRIC_NAMES):
+                per_round[m].append(_mean([_mean([v[i] for v in vals]) for vals in by_group.values()]))
+        n_targets = len(self.targets[key])
+        complete = (self.shards[base] == set(range(self.num_shards[base])) and self.errors[base] == 0
+                    and n_targets == self.planned[base])
         row: dict[str, object] = dict(zip(BOARD_KEYS, key, strict=True))
         for m in METRIC_NAMES:
             row[f"{m} ({UNITS[m]})"] = per_round[m] and _mean(per_round[m])
             row[f"{m} std"] = per_round[m] and _std(per_round[m])
-        row.update({"rounds": len(values[key]), "groups": len(groups), "targets": n_targets,
-                    "errors": errors[base], "complete": int(complete)})
-        out.append(row)
-    return out
+        row.update({"rounds": len(self.values[key]), "groups": len(groups), "targets": n_targets,
+                    "errors": self.errors[base], "complete": int(complete)})
+        return row
+
+
+def leaderboard(run_dirs: Iterable[str | Path]) -> list[dict[str, object]]:
+    """One row per board key with mean ± std of each metric, counts and the complete flag."""
+    tally = _Tally()
+    for d in dict.fromkeys(Path(d).resolve() for d in run_dirs):  # a folder given twice counts once
+        tally.add_run(RunDir(d))
+    return [tally.board_row(key) for key in sorted(tally.values)]
 
 
 def to_csv(board: list[dict[str, object]]) -> str:

@@ -16,9 +16,9 @@ Every node needs the same icmbench install (or ``--runtime-env``), and the data 
 must be on a file system that every node sees under the same path. A task runs in the driver's
 working directory when that folder exists on its node, so relative paths mean what they mean here.
 
-Exit status: 0 when every shard finished (error rows are counted in the leaderboard, as with
-``python -m benchmark``), 1 when a shard failed (each failure is reported with its shard), 2 for
-bad arguments or a configuration that does not compose.
+Exit status, as with ``python -m benchmark``: 0 every shard finished; 1 a shard failed (each
+failure is reported with its shard) or some targets ended as error rows (``runner.on_error=ignore``
+exits 0 for those); 2 bad arguments or a configuration that does not compose (nothing submitted).
 """
 
 from __future__ import annotations
@@ -186,11 +186,21 @@ def _merge(out: Path, done: Sequence[ShardResult]) -> None:
     sys.stdout.write(to_markdown(board))
 
 
+def _exit_status(done: Sequence[ShardResult], failed: Mapping[int, str], num_shards: int, on_error: str) -> int:
+    for shard, error in failed.items():
+        print(f"error: shard {shard}/{num_shards} failed: {error}", file=sys.stderr)
+    errors = sum(r.errors for r in done)
+    if errors and on_error != "ignore":
+        print(f"{errors} error rows (see the 'error' column of each shard's results.csv); exit status 1 "
+              "(runner.on_error=ignore exits 0)", file=sys.stderr)
+    return 1 if failed or (errors and on_error != "ignore") else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     try:  # fail before anything is submitted when the overrides do not compose
-        compose_run_config(shard_overrides(args.overrides, 0, args.num_shards, 1))
+        cfg = compose_run_config(shard_overrides(args.overrides, 0, args.num_shards, 1))
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,9 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.shutdown()
     if done:
         _merge(out, done)
-    for shard, error in failed.items():
-        print(f"error: shard {shard}/{args.num_shards} failed: {error}", file=sys.stderr)
-    return 1 if failed else 0
+    return _exit_status(done, failed, args.num_shards, str(cfg["runner"].get("on_error", "continue")))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,22 +205,32 @@ class RunDir:
         else:
             path.unlink(missing_ok=True)
 
-    def collect_rows(self, episodes: Iterable[Episode]) -> list[dict[str, str]]:
-        """The rows of the finished episodes in plan order, then the dataset-problem rows."""
-        rows: list[dict[str, str]] = []
+    def collect_rows(self, episodes: Iterable[Episode]) -> Iterator[dict[str, str]]:
+        """The rows of the finished episodes in plan order, then the dataset-problem rows (streamed)."""
         for path in [*(self.episode_file(e.key) for e in episodes), self.episodes_dir / f"{DATASET_PROBLEMS}.csv"]:
             if path.is_file():
-                rows.extend(self.read_rows(path))
-        return rows
+                with path.open(newline="") as fh:
+                    yield from csv.DictReader(fh)
 
-    def results(self) -> list[dict[str, str]]:
-        """The rows of ``results.csv``."""
+    def iter_results(self) -> Iterator[dict[str, str]]:
+        """The rows of ``results.csv``, streamed."""
         if not self.results_csv.is_file():
             raise RunDirError(f"no results.csv in {self.root}")
-        return self.read_rows(self.results_csv)
+        with self.results_csv.open(newline="") as fh:
+            yield from csv.DictReader(fh)
 
-    def write_results(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.write_rows(self.results_csv, rows)
+    def write_results(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Write ``results.csv`` from (streamed) rows; returns the number of error rows."""
+        errors = 0
+
+        def counted() -> Iterator[Mapping[str, Any]]:
+            nonlocal errors
+            for row in rows:
+                errors += row["status"] == "error"
+                yield row
+
+        self.write_rows(self.results_csv, counted())
+        return errors
 
     # ------------------------------------------------------------------ lifecycle
     def clear_results(self) -> None:

@@ -224,10 +224,10 @@ class Runner:
         """Episodes without a file, and (``runner.retry_errors``) the error targets of finished ones."""
         items = []
         for e in episodes:
-            rows = self.rd.episode_rows(e.key)
-            if rows is None:
+            if not self.rd.finished(e.key):
                 items.append(WorkItem(e, e.targets))
             elif self.r["retry_errors"]:
+                rows = self.rd.read_rows(self.rd.episode_file(e.key))
                 failed = {r["target"] for r in rows if r["status"] == "error"}
                 if failed:
                     items.append(WorkItem(e, tuple(t for t in e.targets if t in failed),
@@ -254,13 +254,11 @@ class Runner:
             if work:
                 self._execute(dataset, work, plan)
             self._write_problem_rows(dataset)
-            rows = self.rd.collect_rows(episodes)
-            self.rd.write_results(rows)
+            self.stats.errors = self.rd.write_results(self.rd.collect_rows(episodes))
             from benchmark.leaderboard import write_leaderboard
 
             write_leaderboard([self.out], self.rd.leaderboard_csv)
         self.stats.wall_s = time.perf_counter() - t_start
-        self.stats.errors = sum(1 for r in rows if r["status"] == "error")
         return self.stats
 
     def _build_method(self, plan: RunPlan) -> Method:

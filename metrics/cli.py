@@ -140,6 +140,12 @@ def folder_rows(pred_dir: Path, gt_dir: Path, trimap_dir: Path | None, protocol:
                        **{k: _fmt(v) for k, v in res["unknown"].items()}, "error": ""}
 
 
+def _file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_csv_atomic(path: Path, rows: Iterator[dict[str, str]]) -> list[dict[str, str]]:
     """Write rows to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +153,7 @@ def write_csv_atomic(path: Path, rows: Iterator[dict[str, str]]) -> list[dict[st
     written: list[dict[str, str]] = []
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), _file_mode())  # what open() would give, not mkstemp's 0o600
             w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="")
             w.writeheader()
             for row in rows:

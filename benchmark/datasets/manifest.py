@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmark.datasets.common import DatasetError, build_dataset
+from benchmark.io import atomic_write_text
 from benchmark.types import Dataset, Sample
 
 MANIFEST_NAME = "manifest.json"
@@ -100,9 +100,5 @@ def write_manifest(root: str | os.PathLike, name: str, samples: Sequence[Sample]
     root = Path(root)
     doc = manifest_document(name, samples, root, groups, meta)
     target = root / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(doc, indent=2) + "\n")
     return target

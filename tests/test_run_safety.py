@@ -1,0 +1,192 @@
+"""Runs that survive anything, through the real command line: kills at several moments with two
+metric workers, no process left behind, Ctrl-C, the lock, refused runs that change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.run_lock import RunLock
+from tests.conftest import make_folder_dataset
+from tests.runner_helpers import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    # 8 groups × 3 rounds = 24 episodes of 3 targets: about 4 s of work with trimap_matting
+    return make_folder_dataset(tmp_path_factory.mktemp("kill") / "data", groups=8, per_group=4, size=(120, 160))
+
+
+def command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmark", "method=trimap_matting", "dataset=folder", f"dataset.root={data}",
+            "runner.workers=2", "runner.progress=off", f"hydra.run.dir={out}", *extra]
+
+
+def start(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(command(data, out, *extra), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def finish(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command(data, out, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for_episodes(proc: subprocess.Popen, out: Path, n: int, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        done = len(list((out / "episodes").glob("*.csv"))) if (out / "episodes").is_dir() else 0
+        ready = (out / ".lock").exists() if n == 0 else done >= n
+        if ready and (n > 0 or descendants(proc.pid)):
+            return
+        assert proc.poll() is None, f"the run ended before {n} episodes: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} episodes after {timeout} s")
+
+
+def folder_hashes(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    res = finish(dataset, out)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def same_results(a: Path, b: Path) -> None:
+    assert read_rows(a / "results.csv", drop=("seconds",)) == read_rows(b / "results.csv", drop=("seconds",))
+    assert read_rows(a / "leaderboard.csv") == read_rows(b / "leaderboard.csv")
+
+
+@pytest.mark.parametrize(("sig", "after"), [(signal.SIGKILL, 0), (signal.SIGKILL, 3), (signal.SIGKILL, 12),
+                                            (signal.SIGTERM, 0), (signal.SIGTERM, 6)])
+def test_kill_then_resume_equals_an_uninterrupted_run(dataset, reference, tmp_path, sig, after):
+    out = tmp_path / "run"
+    proc = start(dataset, out)
+    wait_for_episodes(proc, out, after)
+    children = descendants(proc.pid)
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    t0 = time.monotonic()
+    while any(alive(p) for p in children) and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert not [p for p in children if alive(p)], f"processes outlived the run: {children}"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert "interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    episodes = list((out / "episodes").glob("*.csv")) if (out / "episodes").is_dir() else []
+    for path in episodes:  # never a partial episode: every file has all its targets and no cancelled row
+        rows = read_rows(path)
+        assert rows and not any("Cancelled" in r["error"] or "Broken" in r["error"] for r in rows)
+        assert len(rows) == 3 * 2
+    res = finish(dataset, out)
+    assert res.returncode == 0, res.stderr
+    same_results(out, reference)
+    assert not (out / ".lock").exists()
+
+
+def test_ctrl_c_prints_one_line_and_resumes(dataset, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = start(dataset, out)
+    wait_for_episodes(proc, out, 3)
+    children = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group gets it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if "interrupted" in line] == [err.strip().splitlines()[-1]]
+    time.sleep(1)
+    assert not [p for p in children if alive(p)]
+    assert finish(dataset, out).returncode == 0
+    same_results(out, reference)
+
+
+def test_locked_folder_is_refused_and_left_unchanged(dataset, reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = folder_hashes(out)
+    with RunLock(out / ".lock"):
+        t0 = time.monotonic()
+        res = finish(dataset, out)
+        assert time.monotonic() - t0 < 30
+        assert res.returncode == 3, res.stderr
+        assert f"pid {os.getpid()}" in res.stderr and "in use by another run" in res.stderr
+        lock = (out / ".lock").read_bytes()
+    after = folder_hashes(out)
+    after[".lock"] = hashlib.sha256(lock).hexdigest()
+    before[".lock"] = after[".lock"]
+    assert after == before
+
+
+def test_another_configuration_is_refused_and_changes_nothing(dataset, reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = folder_hashes(out)
+    assert ".hydra/config.yaml" in before and ".hydra/overrides.yaml" in before
+    res = finish(dataset, out, "runner.rounds=2")
+    assert res.returncode == 2 and "runner.rounds: 3 → 2" in res.stderr, res.stderr
+    assert folder_hashes(out) == before
+
+
+def test_two_copies_of_one_command_compute_it_once(dataset, reference, tmp_path):
+    out = tmp_path / "run"
+    a, b = start(dataset, out), start(dataset, out)
+    (_, err_a), (_, err_b) = a.communicate(timeout=300), b.communicate(timeout=300)
+    codes = sorted([a.returncode, b.returncode])
+    assert codes in ([0, 0], [0, 3]), (err_a, err_b)  # [0, 0] only if one started after the other ended
+    if codes == [0, 3]:
+        assert "in use by another run" in (err_a + err_b)
+    same_results(out, reference)
+
+
+def test_error_rows_give_exit_status_1_unless_ignored(tmp_path):
+    data = make_folder_dataset(tmp_path / "data", groups=1, per_group=3)
+    (data / "g0" / "image" / "s1.png").write_bytes(b"broken")
+    base = [sys.executable, "-m", "benchmark", "method=constant", "dataset=folder", f"dataset.root={data}",
+            "runner.workers=1", "runner.rounds=1"]
+    res = subprocess.run([*base, f"hydra.run.dir={tmp_path / 'a'}"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 1 and "error rows" in res.stderr
+    res = subprocess.run([*base, f"hydra.run.dir={tmp_path / 'b'}", "runner.on_error=ignore"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
