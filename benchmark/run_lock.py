@@ -3,8 +3,10 @@
 The lock is a file created with ``O_CREAT | O_EXCL`` holding the holder's pid, host and start
 time. A second run finds it and stops at once, naming the holder. A lock left by a process that
 no longer exists on this host (a run killed with SIGKILL) is stale: it is taken over with a
-message. A lock held from another host cannot be checked and is never taken over; remove the
-file by hand once that run is known to be gone.
+message. So is a lock left by an earlier attempt of the same SLURM job (a requeued job keeps its
+job id, gets a higher ``SLURM_RESTART_COUNT`` and may land on another node). Any other lock held
+from another host cannot be checked and is never taken over; remove the file by hand once that
+run is known to be gone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ log = logging.getLogger("benchmark")
 
 class RunLockedError(RuntimeError):
     """The run folder is locked by another live run (the message names it)."""
+
+
+def _slurm_attempt() -> tuple[str, int] | None:
+    """(job id, restart count) of the SLURM job this process belongs to, or None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return (f"{array}_{task}" if array and task else job), int(restart) if restart.isdigit() else 0
 
 
 def _alive(pid: int) -> bool:
@@ -80,13 +92,20 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info: dict = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        slurm = _slurm_attempt()
+        if slurm:
+            info["slurm_job"], info["slurm_restart"] = slurm
         with os.fdopen(fd, "w") as fh:
             json.dump(info, fh)
         return True
 
     @staticmethod
     def _stale(info: dict) -> bool:
+        slurm = _slurm_attempt()
+        if slurm and info.get("slurm_job") == slurm[0] and int(info.get("slurm_restart", 0)) < slurm[1]:
+            return True  # an earlier attempt of this very (requeued) job
         pid = info.get("pid")
         return (isinstance(pid, int) and info.get("host") == socket.gethostname()
                 and pid != os.getpid() and not _alive(pid))

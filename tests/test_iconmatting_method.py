@@ -223,3 +223,29 @@ def test_fingerprint(tiny_sd: Path, embeds: Path, method: IconMattingMethod) -> 
     assert fp != make(tiny_sd, embeds, noise_seed=3).fingerprint()
     assert fp != make(tiny_sd, embeds, preprocess="full").fingerprint()
     assert fp == make(tiny_sd, embeds, batch_size=4).fingerprint()  # batching does not change outputs
+
+
+def test_fingerprint_is_content_not_location_or_device(tiny_sd: Path, embeds: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ref = make(tiny_sd, embeds)
+    state = {f"in_context_decoder.{k}": v for k, v in randomize_decoder_(ref.decoder, seed=3).state_dict().items()}
+    (tmp_path / "a").mkdir()
+    torch.save({"state_dict": state}, tmp_path / "a" / "icm.ckpt")
+    first = make(tiny_sd, embeds, checkpoint=str(tmp_path / "a" / "icm.ckpt"), allow_random_decoder=False)
+    fp = first.fingerprint()
+    moved = tmp_path / "b" / "renamed.ckpt"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "a" / "icm.ckpt", moved)
+    sd_copy = tmp_path / "sd_elsewhere"
+    shutil.copytree(tiny_sd, sd_copy)
+    second = make(sd_copy, embeds, checkpoint=str(moved), allow_random_decoder=False, attention_impl="math",
+                  attn_chunk_mb=4)
+    assert fp == second.fingerprint()
+    state[next(iter(state))] = state[next(iter(state))] + 1
+    torch.save({"state_dict": state}, moved)
+    third = make(sd_copy, embeds, checkpoint=str(moved), allow_random_decoder=False)
+    assert third.fingerprint() != fp
+    info = type(first).info
+    assert {"checkpoint", "sd_path", "device", "batch_size"} <= info.runtime_params
+    assert "dtype" not in info.runtime_params and "noise_seed" not in info.runtime_params

@@ -249,6 +249,18 @@ def test_locked_folder_is_refused_and_stale_lock_taken_over(tmp_path, folder_dat
         run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1")
 
 
+def test_lock_of_an_earlier_attempt_of_a_requeued_slurm_job_is_stale(tmp_path, monkeypatch):
+    lock = tmp_path / ".lock"
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    lock.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "77", "slurm_restart": 0}))
+    with RunLock(lock):
+        assert json.loads(lock.read_text())["slurm_restart"] == 1
+    lock.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "78", "slurm_restart": 0}))
+    with pytest.raises(RunLockedError, match="node-a"):  # another job's lock on another node
+        RunLock(lock).acquire()
+
+
 # ----------------------------------------------------------------------------- overwrite, retry, batches
 class _Flaky(BaseMethod):
     """Constant 0.4; fails on the targets named in ``fail`` (the whole batch raises)."""

@@ -263,7 +263,9 @@ class IconMattingMethod(BaseMethod):
             "interpolation": self.interpolation,
             "interp_seed": self.interp_seed if self.interpolation == "official_random" else None,
             "crop_fill": self.crop_fill,
-            "extractor": {k: v for k, v in vars(self.settings).items() if k != "attn_chunk_bytes"},
+            # the attention kernel and its chunk size schedule the same maths: not identity
+            "extractor": {k: v for k, v in vars(self.settings).items()
+                          if k not in ("attn_chunk_bytes", "attention_impl")},
             "prompt_top_m": self.prompt_top_m,
             "random_decoder_seed": self._decoder_seed,
         }
