@@ -4,9 +4,9 @@
 name, so that a multirun over any key (``-m runner.shard=0,1,2,3 runner.num_shards=4``) gives one
 folder per job. Left out: the group choices already in the folder prefix (``method``, ``dataset``,
 ``prompt``), ``hydra`` overrides, path-like keys and values (data, checkpoints, output folders)
-and execution-only settings that do not change results (``runner.workers``, ``runner.progress``,
-``runner.overwrite``), so that resuming with another worker count or from another checkout
-finds the same folder. What is left is sorted by key and joined as
+and execution-only settings that do not change results (``runner.workers``, ``progress``,
+``overwrite``, ``retry_errors``, ``on_error``), so that resuming with another worker count or from
+another checkout finds the same folder. What is left is sorted by key and joined as
 ``runner.num_shards=4,runner.shard=0``; bytes outside ``[A-Za-z0-9._=-]`` become ``+XX`` (hex),
 commas inside a value included, so distinct overrides never share a name. No overrides: ``default``.
 
@@ -33,7 +33,7 @@ MAX_NAME = 200  # bytes; file names stop at 255, the tail becomes a hash beyond 
 PREFIX_GROUPS = frozenset({"method", "dataset", "prompt", "hydra"})
 EXCLUDED_KEYS = frozenset({
     "dataset.root", "dataset.groups", "dataset.path", "method.checkpoint", "method.sd_path",
-    "runner.workers", "runner.progress", "runner.overwrite",
+    "runner.workers", "runner.progress", "runner.overwrite", "runner.retry_errors", "runner.on_error",
 })
 _SAFE = re.compile(r"[A-Za-z0-9._=-]")
 

@@ -275,32 +275,33 @@ class Runner:
         return self._method
 
     def _execute(self, dataset: Dataset, work: list[WorkItem], plan: RunPlan) -> None:
-        method = self._build_method(plan)
-        derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
         from metrics import compile_notice
 
         compile_notice()
         scoring = ScoringPool(self.r["workers"])
+        with scoring as pool:  # workers start (and load the kernels) while the method is built
+            method = self._build_method(plan)
+            self._loop(dataset, work, method, pool, scoring.n)
+
+    def _loop(self, dataset: Dataset, work: list[WorkItem], method: Method, pool: Executor | None, n: int) -> None:
+        """Episodes in order; scoring of earlier ones overlaps the method on later ones."""
+        derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
         # With several workers, as many threads decode upcoming images in the background.
-        threads = scoring.n if scoring.n > 1 else 0
-        cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=threads)
+        cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=n if n > 1 else 0)
         self._progress = _progress(sum(len(w.targets) for w in work), f"{self.method_name} on {self.dataset_name}",
                                    self.r.get("progress", "auto"))
         flights: deque[_Flight] = deque()
         try:
-            with scoring as pool:
-                try:
-                    for i, item in enumerate(work):
-                        self._prefetch(cache, dataset, work[i:i + 2])
-                        flights.append(self._run_episode(dataset, item, method, cache, pool))
-                        # Scoring of earlier episodes overlaps the method on later ones.
-                        while flights and (flights[0].done() or len(flights) > 2 * scoring.n):
-                            self._finish(flights.popleft())
-                    while flights:
-                        self._finish(flights.popleft())
-                except BaseException:
-                    self._keep_finished(flights)  # before the pool shuts down and cancels the rest
-                    raise
+            for i, item in enumerate(work):
+                self._prefetch(cache, dataset, work[i:i + 2])
+                flights.append(self._run_episode(dataset, item, method, cache, pool))
+                while flights and (flights[0].done() or len(flights) > 2 * n):
+                    self._finish(flights.popleft())
+            while flights:
+                self._finish(flights.popleft())
+        except BaseException:
+            self._keep_finished(flights)  # before the pool shuts down and cancels the rest
+            raise
         finally:
             self._progress.close()
             cache.close()

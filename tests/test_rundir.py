@@ -363,3 +363,27 @@ def test_plan_round_trips(tmp_path):
     rd.write_plan(RunPlan({"runner": {"shard": 0, "num_shards": 1}}, {"runner": {}}, eps, "h"))
     plan = rd.read_plan()
     assert plan.episodes == eps and plan.method_hash == "h" and plan.planned_targets == 3
+
+
+def test_compile_notice_is_said_once_when_kernels_are_not_cached(tmp_path, monkeypatch, capsys):
+    import types
+
+    from metrics import _backend
+
+    def kernel(index: Path) -> object:
+        cache_file = types.SimpleNamespace(_index_path=str(index))
+        return types.SimpleNamespace(_cache=types.SimpleNamespace(_cache_file=cache_file))
+
+    (tmp_path / "cached.nbi").write_text("")
+    cached = types.ModuleType("cached")
+    cached.k = kernel(tmp_path / "cached.nbi")
+    fresh = types.ModuleType("fresh")
+    fresh.k, fresh.j = kernel(tmp_path / "cached.nbi"), kernel(tmp_path / "missing.nbi")
+    monkeypatch.setattr(_backend, "_noticed", [])
+    assert not _backend.compile_notice(cached)
+    monkeypatch.setattr(_backend, "_noticed", [])
+    monkeypatch.setenv("ICMBENCH_COMPILE_NOTICE", "0")
+    assert not _backend.compile_notice(fresh)
+    monkeypatch.delenv("ICMBENCH_COMPILE_NOTICE")
+    assert _backend.compile_notice(fresh) and not _backend.compile_notice(fresh)  # once per process
+    assert capsys.readouterr().err.count("compiling metric kernels, first run only") == 1
