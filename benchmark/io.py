@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from metrics.io import AlphaDecodeError, read_alpha, read_trimap
+from metrics.io import AlphaDecodeError, new_file_mode, read_alpha, read_trimap
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # 24-Mpx photos are normal here; keep a guard against bombs
 
@@ -40,23 +40,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
 
 
-def _read_umask() -> int:
-    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore (done once, at import)
-    os.umask(mask)
-    return mask
-
-
-#: New files get the mode ``open()`` would give them (0o666 minus the umask), not mkstemp's 0o600.
-FILE_MODE = 0o666 & ~_read_umask()
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     path = Path(path)
@@ -64,7 +47,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), FILE_MODE)
+            os.fchmod(fh.fileno(), new_file_mode())  # what open() gives, not mkstemp's 0o600
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.config import compose_run_config
+
 RESERVED_KEYS = ("runner.shard", "runner.num_shards")
 
 
@@ -61,16 +63,6 @@ def shard_overrides(overrides: Sequence[str], shard: int, num_shards: int, worke
     if not any(_key(o) == "runner.workers" for o in overrides):
         extra.append(f"runner.workers={workers}")
     return [*overrides, *extra]
-
-
-def compose_run_config(overrides: Sequence[str]) -> dict[str, Any]:
-    """The resolved run config, as ``python -m benchmark OVERRIDES`` would build it."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module(config_module="conf", version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

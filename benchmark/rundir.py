@@ -12,6 +12,7 @@
       episodes/<episode>.csv         one file per finished episode (the resume unit)
       episodes/_dataset_problems.csv dataset entries without usable files, as error rows
       results.csv, leaderboard.*     rebuilt from the episode files at the end of every run
+      run.log                        warnings of the runs into this folder
       figures/                       written by benchmark.visualize
 
 Every id becomes a file name only through :mod:`benchmark.safe_names`, so nothing a dataset
@@ -46,7 +47,7 @@ RESULT_COLUMNS = (
 DATASET_PROBLEMS = "_dataset_problems"
 #: What ``runner.overwrite=true`` removes (run.json and .hydra/ are rewritten by the new run).
 RESULT_ENTRIES = ("episodes", "prompts", "predictions", "figures", "results.csv", "leaderboard.csv",
-                  "leaderboard.md")
+                  "leaderboard.md", "run.log")
 
 
 class RunDirError(ValueError):
@@ -106,6 +107,18 @@ class RunDir:
     @property
     def leaderboard_csv(self) -> Path:
         return self.root / "leaderboard.csv"
+
+    @property
+    def leaderboard_md(self) -> Path:
+        return self.root / "leaderboard.md"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def problems_file(self) -> Path:
+        return self.episodes_dir / f"{DATASET_PROBLEMS}.csv"
 
     @property
     def episodes_dir(self) -> Path:
@@ -199,15 +212,14 @@ class RunDir:
         self.write_rows(self.episode_file(key), rows)
 
     def write_dataset_problems(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        path = self.episodes_dir / f"{DATASET_PROBLEMS}.csv"
         if rows:
-            self.write_rows(path, rows)
+            self.write_rows(self.problems_file, rows)
         else:
-            path.unlink(missing_ok=True)
+            self.problems_file.unlink(missing_ok=True)
 
     def collect_rows(self, episodes: Iterable[Episode]) -> Iterator[dict[str, str]]:
         """The rows of the finished episodes in plan order, then the dataset-problem rows (streamed)."""
-        for path in [*(self.episode_file(e.key) for e in episodes), self.episodes_dir / f"{DATASET_PROBLEMS}.csv"]:
+        for path in [*(self.episode_file(e.key) for e in episodes), self.problems_file]:
             if path.is_file():
                 with path.open(newline="") as fh:
                     yield from csv.DictReader(fh)

@@ -62,7 +62,11 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class _Incomplete(Exception):
-    """An episode's scores did not all come back (cancelled, or a worker died): not written."""
+    """An episode's scores did not all come back (cancelled by an interrupt): not written."""
+
+
+class WorkerDied(RuntimeError):
+    """A metric worker process died (killed, out of memory): the run stops, finished episodes kept."""
 
 
 @dataclass
@@ -71,13 +75,13 @@ class RunStats:
     episodes_resumed: int = 0
     episodes_written: int = 0
     targets: int = 0
-    errors: int = 0
+    errors: int = 0  # every error row of results.csv, dataset problems included
+    problem_rows: int = 0  # error rows for dataset entries without usable files
     decode_s: float = 0.0
     method_s: float = 0.0
     metrics_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -197,20 +201,21 @@ class Runner:
         return json.loads(json.dumps(ident, default=str))  # as it reads back from run.json
 
     def plan(self, dataset: Dataset) -> tuple[list[Episode], list]:
-        episodes, skipped = plan_episodes(dataset, self.r["protocol"], self.r["rounds"], self.r["references"],
-                                          self.r["seed"], self.r["singletons"])
-        if self.r["num_shards"] > 1:
+        """This shard's episodes and skipped groups; invalid protocol settings are a RunConfigError."""
+        try:
+            episodes, skipped = plan_episodes(dataset, self.r["protocol"], self.r["rounds"], self.r["references"],
+                                              self.r["seed"], self.r["singletons"])
             mine = shard_groups(list(dataset.groups), self.r["shard"], self.r["num_shards"])
+        except ValueError as exc:
+            raise RunConfigError(f"runner: {exc}") from exc
+        if self.r["num_shards"] > 1:
             episodes = [e for e in episodes if e.group in mine]
             skipped = [s for s in skipped if s.group in mine]
         return episodes, skipped
 
     def _accept(self, identity: dict[str, Any]) -> RunPlan | None:
         """The stored plan to resume, None to start afresh, or a refusal naming what changed."""
-        if not self.rd.has_plan():
-            return None
-        if self.r["overwrite"]:
-            self.rd.clear_results()
+        if not self.rd.has_plan() or self.r["overwrite"]:  # overwrite clears once the run is accepted
             return None
         stored = self.rd.read_plan()
         changes = identity_changes(stored.identity, identity)
@@ -220,14 +225,15 @@ class Runner:
                                  + ". Choose another hydra.run.dir, or pass runner.overwrite=true to start afresh")
         return stored
 
-    def _work(self, episodes: Sequence[Episode]) -> list[WorkItem]:
-        """Episodes without a file, and (``runner.retry_errors``) the error targets of finished ones."""
+    def _work(self, episodes: Sequence[Episode], fresh: bool) -> list[WorkItem]:
+        """Episodes without a file (all of them when ``fresh``), and (``runner.retry_errors``) the
+        error targets of finished ones."""
         items = []
         for e in episodes:
-            if not self.rd.finished(e.key):
+            if fresh or not self.rd.finished(e.key):
                 items.append(WorkItem(e, e.targets))
             elif self.r["retry_errors"]:
-                rows = self.rd.read_rows(self.rd.episode_file(e.key))
+                rows = self.rd.episode_rows(e.key) or []
                 failed = {r["target"] for r in rows if r["status"] == "error"}
                 if failed:
                     items.append(WorkItem(e, tuple(t for t in e.targets if t in failed),
@@ -236,24 +242,29 @@ class Runner:
 
     # ----------------------------------------------------------------- running
     def run(self) -> RunStats:
+        """Lock the folder, check everything that can be checked, then (and only then) write and run.
+
+        A refused run (another identity, changed weights, an invalid setting, a method that cannot be
+        built) raises :class:`RunConfigError` before anything in the folder changes."""
         t_start = time.perf_counter()
-        with self.rd.lock(), _sigterm_as_interrupt():
+        with self.rd.lock(), _sigterm_as_interrupt(), contextlib.ExitStack() as logs:
+            self._logs = logs
             dataset = load_dataset(self.dataset_name, **self.dataset_params)
             identity = self.identity(dataset)
+            episodes, skipped = self.plan(dataset)
             stored = self._accept(identity)
             self._method_hash = stored.method_hash if stored else None
-            episodes, skipped = self.plan(dataset)
-            work = self._work(episodes)
+            work = self._work(episodes, fresh=stored is None)
             plan = RunPlan(identity, self.cfg, tuple(episodes), self._method_hash,
                            tuple({"group": s.group, "reason": s.reason} for s in skipped),
                            tuple(dataset.meta.get("problems", [])))
-            self.rd.write_plan(plan)
-            self.rd.write_hydra_files(self.hydra_files)
             self.stats.episodes_total = len(episodes)
             self.stats.episodes_resumed = len(episodes) - sum(1 for w in work if not w.kept_rows)
             if work:
                 self._execute(dataset, work, plan)
-            self._write_problem_rows(dataset)
+            else:
+                self._commit(plan)
+            self.stats.problem_rows = self._write_problem_rows(dataset)
             self.stats.errors = self.rd.write_results(self.rd.collect_rows(episodes))
             from benchmark.leaderboard import write_leaderboard
 
@@ -261,18 +272,32 @@ class Runner:
         self.stats.wall_s = time.perf_counter() - t_start
         return self.stats
 
-    def _build_method(self, plan: RunPlan) -> Method:
-        if self._method is None:
-            self._method = build_method(self.method_name, **self.method_params)
-            h = _hash([self.method_name, self.info.result_settings(self.method_params), self._method.fingerprint()])
-            if self._method_hash not in (None, h):
-                raise RunConfigError(
-                    f"{self.out}: the method's weights changed since this run started (method hash "
-                    f"{self._method_hash} → {h}; its settings are unchanged, so the weight files' content "
-                    "differs); use another run directory, or runner.overwrite=true")
-            self._method_hash = h
-            self.rd.write_plan(replace(plan, method_hash=h))
-        return self._method
+    def _commit(self, plan: RunPlan) -> None:
+        """The run is accepted: clear (overwrite), write the plan and .hydra/, log to run.log."""
+        if self.r["overwrite"]:
+            self.rd.clear_results()
+        self.rd.write_plan(plan)
+        self.rd.write_hydra_files(self.hydra_files)
+        handler = logging.FileHandler(self.rd.log_file)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+        log.addHandler(handler)
+        self._logs.callback(log.removeHandler, handler)
+        self._logs.callback(handler.close)
+
+    def _build_method(self) -> Method:
+        """Build the method and check its weights against the run's; refusals are RunConfigError."""
+        try:
+            method = build_method(self.method_name, **self.method_params)
+            h = _hash([self.method_name, self.info.result_settings(self.method_params), method.fingerprint()])
+        except Exception as exc:
+            raise RunConfigError(f"cannot build method '{self.method_name}': {type(exc).__name__}: {exc}") from exc
+        if self._method_hash not in (None, h):
+            raise RunConfigError(
+                f"{self.out}: the method's weights changed since this run started (method hash "
+                f"{self._method_hash} → {h}; its settings are unchanged, so the weight files' content "
+                "differs); use another run directory, or runner.overwrite=true")
+        self._method_hash = h
+        return method
 
     def _execute(self, dataset: Dataset, work: list[WorkItem], plan: RunPlan) -> None:
         from metrics import compile_notice
@@ -280,7 +305,8 @@ class Runner:
         compile_notice()
         scoring = ScoringPool(self.r["workers"])
         with scoring as pool:  # workers start (and load the kernels) while the method is built
-            method = self._build_method(plan)
+            method = self._build_method()
+            self._commit(replace(plan, method_hash=self._method_hash))
             self._loop(dataset, work, method, pool, scoring.n)
 
     def _loop(self, dataset: Dataset, work: list[WorkItem], method: Method, pool: Executor | None, n: int) -> None:
@@ -378,13 +404,17 @@ class Runner:
         try:
             q = _check_prediction(pred, view)
         except ValueError as exc:
-            self._fail(flight, tid, "method", exc, seconds, described=str(exc))
+            self._fail(flight, tid, "method", exc, seconds)
             return
         save = str(self.rd.prediction_file(flight.item.episode.round, tid)) if self.r["save_predictions"] else None
         if view.alpha is None or pool is None:  # write here; with a pool the worker writes
             t0 = time.perf_counter()
-            if save:
-                write_png(save, q)
+            try:
+                if save:
+                    write_png(save, q)
+            except OSError as exc:
+                self._fail(flight, tid, "save", exc, seconds)
+                return
             save = None
             self.stats.write_s += time.perf_counter() - t0
         if view.alpha is None:  # an unlabelled video frame: saved, not scored
@@ -396,6 +426,8 @@ class Runner:
                        self.r["trimap_radius_fraction"], view.trimap_source, save)
         try:
             flight.pending.append((tid, seconds, pool.submit(score, job) if pool is not None else score(job)))
+        except BrokenProcessPool as exc:
+            raise WorkerDied(_WORKER_DIED) from exc
         except Exception as exc:
             self._fail(flight, tid, "metrics", exc, seconds)
 
@@ -405,7 +437,7 @@ class Runner:
         for tid, secs, result in flight.pending:
             try:
                 res = _result(result)
-            except _Incomplete:
+            except (_Incomplete, WorkerDied):
                 raise
             except Exception as exc:
                 self._fail(flight, tid, "metrics", exc, secs)
@@ -482,12 +514,11 @@ class Runner:
             "metric_protocol": self.r["metric_protocol"],
         }
 
-    def _fail(self, flight: _Flight, target: str, stage: str | None, exc: Exception, seconds: float = 0.0,
-              described: str | None = None) -> None:
+    def _fail(self, flight: _Flight, target: str, stage: str | None, exc: Exception, seconds: float = 0.0) -> None:
         """The one error path: raise (``on_error=raise``) or record an error row and go on."""
         if self.r["on_error"] == "raise":
             raise exc
-        text = described if described is not None else f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}"
         flight.rows.append(self._error_row(flight.base, target, f"{stage}: {text}" if stage else text, seconds))
         log.warning("%s / %s: %s", flight.base["group"], target, flight.rows[-1]["error"])
         self._progress.update(1)
@@ -499,12 +530,14 @@ class Runner:
         row.update({m: "" for m in METRIC_NAMES})
         return row
 
-    def _write_problem_rows(self, dataset: Dataset) -> None:
-        """Dataset entries without usable files become error rows (so counts show them), once across shards."""
+    def _write_problem_rows(self, dataset: Dataset) -> int:
+        """Dataset entries without usable files become error rows (so counts show them), once across
+        shards; returns how many."""
         problems = dataset.meta.get("problems", []) if self.r["shard"] == 0 else []
         base = self._row_base(dataset, None)
         self.rd.write_dataset_problems([self._error_row(dict(base, group=p["group"]), p["sample"],
                                                         f"dataset: {p['error']}") for p in problems])
+        return len(problems)
 
 
 def _result(result: Future | ScoreResult) -> ScoreResult:
@@ -513,8 +546,14 @@ def _result(result: Future | ScoreResult) -> ScoreResult:
         return result
     try:
         return result.result()
-    except (CancelledError, BrokenProcessPool) as exc:
-        raise _Incomplete(f"{type(exc).__name__}: {exc}") from exc
+    except CancelledError as exc:
+        raise _Incomplete("cancelled") from exc
+    except BrokenProcessPool as exc:
+        raise WorkerDied(_WORKER_DIED) from exc
+
+
+_WORKER_DIED = ("a metric worker process died (killed, or out of memory?); the episodes already finished are "
+                "kept: run the same command again to resume, with fewer runner.workers if memory is short")
 
 
 def _check_prediction(pred: Any, view: SampleView) -> np.ndarray:

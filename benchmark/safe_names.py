@@ -4,9 +4,9 @@ Sample ids come from manifests and grouping files that the toolkit does not cont
 as ``../../x``, ``/abs/x`` or one with a control character must never become a path that leaves
 the run folder. :func:`file_name` percent-escapes every character outside ``[A-Za-z0-9_.-]``
 (``/`` included) and a leading dot, so the result is always one plain, non-hidden path component;
-the escaping is injective (two different ids never share a name) and reversible with
-:func:`urllib.parse.unquote`. Names too long for a file system keep a readable prefix and gain a
-hash of the whole id.
+the escaping is injective (two different ids never share a name; on a case-insensitive file
+system ids that differ only in case still do) and, up to :data:`MAX_NAME` characters, reversible
+with :func:`urllib.parse.unquote`. Longer names keep a readable prefix and gain a hash of the id.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ MAX_NAME = 180
 
 
 def escape(part: str) -> str:
-    """Percent-escape ``part`` so that it holds only ``[A-Za-z0-9_.%-]`` (``/`` and ``+`` escaped)."""
-    return quote(part, safe="-_.")  # quote leaves letters, digits and "_.-~"; "~" is escaped below
+    """Percent-escape ``part`` so that it holds only ``[A-Za-z0-9_.~%-]`` (``/`` and ``+`` escaped)."""
+    return quote(part, safe="-_.")  # quote always leaves letters, digits and "_.-~"
 
 
 def file_name(identifier: str, suffix: str = "") -> str:

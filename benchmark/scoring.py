@@ -47,7 +47,10 @@ def score(job: ScoreJob) -> ScoreResult:
     if job.save_path is not None:
         from benchmark.io import write_png
 
-        write_png(job.save_path, job.pred)
+        try:
+            write_png(job.save_path, job.pred)
+        except OSError as exc:
+            raise OSError(f"cannot save the prediction {job.save_path}: {exc}") from exc
     t0 = time.perf_counter()
     trimap, source = None, ""
     if "unknown" in job.regions:

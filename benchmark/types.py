@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from benchmark.safe_names import escape
+
 PromptKind = Literal["mask", "scribble", "points"]
 PROMPT_KINDS: tuple[str, ...] = ("mask", "scribble", "points")
 
@@ -82,8 +84,6 @@ class Episode:
 
         Every part is percent-escaped (``/`` and ``+`` included), so no two episodes share a key
         whatever characters the ids contain."""
-        from benchmark.safe_names import escape
-
         parts = [escape(self.group), f"r{self.round}", "+".join(escape(r) for r in self.references)]
         if len(self.targets) == 1:
             parts.append(escape(self.targets[0]))

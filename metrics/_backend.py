@@ -26,13 +26,13 @@ def _load() -> ModuleType | None:
 
 
 def _uncached(module: ModuleType) -> bool:
-    """True when some numba kernel of ``module`` has no on-disk cache yet (it will compile on first use)."""
-    for obj in vars(module).values():
-        cache = getattr(obj, "_cache", None)
-        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-        if index is not None and not Path(index).exists():
-            return True
-    return False
+    """True when no numba kernel of ``module`` has an on-disk cache yet: the first run on this
+    machine (or after an upgrade), which compiles for about a minute. Later runs may still compile
+    a signature they had not needed before, in seconds, without a notice."""
+    indexes = [getattr(getattr(getattr(obj, "_cache", None), "_cache_file", None), "_index_path", None)
+               for obj in vars(module).values()]
+    indexes = [p for p in indexes if p is not None]
+    return bool(indexes) and not any(Path(p).exists() for p in indexes)
 
 
 _noticed: list[bool] = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from metrics._inputs import BACKENDS, PROTOCOLS
 from metrics.functional import METRIC_NAMES, evaluate
-from metrics.io import AlphaDecodeError, read_alpha, read_trimap
+from metrics.io import AlphaDecodeError, new_file_mode, read_alpha, read_trimap
 
 #: File suffixes considered images in folder mode (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".webp"})
@@ -140,12 +140,6 @@ def folder_rows(pred_dir: Path, gt_dir: Path, trimap_dir: Path | None, protocol:
                        **{k: _fmt(v) for k, v in res["unknown"].items()}, "error": ""}
 
 
-def _file_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_csv_atomic(path: Path, rows: Iterator[dict[str, str]]) -> list[dict[str, str]]:
     """Write rows to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +147,7 @@ def write_csv_atomic(path: Path, rows: Iterator[dict[str, str]]) -> list[dict[st
     written: list[dict[str, str]] = []
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), _file_mode())  # what open() would give, not mkstemp's 0o600
+            os.fchmod(fh.fileno(), new_file_mode())  # what open() would give, not mkstemp's 0o600
             w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="")
             w.writeheader()
             for row in rows:

@@ -18,13 +18,14 @@ A missing, unreadable or corrupt file also raises :class:`AlphaDecodeError`.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["AlphaDecodeError", "alpha_from_array", "read_alpha", "read_trimap"]
+__all__ = ["AlphaDecodeError", "alpha_from_array", "new_file_mode", "read_alpha", "read_trimap"]
 
 
 class AlphaDecodeError(ValueError):
@@ -133,3 +134,19 @@ def read_trimap(path: str | os.PathLike[str]) -> np.ndarray:
     if t.dtype != np.uint8:
         raise AlphaDecodeError(f"{name}: trimap is not 8-bit exact (expected values 0/128/255)")
     return t
+
+
+@functools.cache
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 minus the umask); atomic writers apply it to
+    their temporary files, which ``mkstemp`` creates as 0o600. The umask is read from
+    ``/proc/self/status`` where Linux offers it (no change, thread-safe), else set and restored once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -5,14 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from benchmark.config import compose_run_config
 
 
 def compose_config(*overrides: str) -> dict:
-    with initialize_config_module(config_module="conf", version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    return compose_run_config(overrides)
 
 
 def read_rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:

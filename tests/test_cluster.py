@@ -61,12 +61,18 @@ def test_swept_keys_name_the_folder_sorted_by_key():
 
 def test_prefix_groups_paths_and_execution_keys_are_left_out():
     left_out = ["method=iconmatting", "dataset=icm57", "prompt=points", "dataset.root=/data/ICM57",
-                "dataset.groups=ICM57.json", "dataset.path=x", "method.checkpoint=ckpt.pt", "method.sd_path=sd21",
-                "hydra.launcher.timeout_min=5", "hydra/launcher=submitit_local", "+method.extra=../weights",
-                r"runner.note=C:\data", "runner.workers=8", "runner.progress=off", "runner.overwrite=true"]
-    assert override_dirname(left_out) == EMPTY_NAME
-    assert override_dirname([*left_out, "runner.rounds=1"]) == "runner.rounds=1"
+                "dataset.groups=ICM57.json", "dataset.path=x", "method.sd_path=sd21", "method.device=cuda",
+                "hydra.launcher.timeout_min=5", "hydra/launcher=submitit_local", "runner.workers=8",
+                "runner.progress=off", "runner.overwrite=true", "runner.retry_errors=true", "runner.batch_size=8"]
+    runtime = {"device", "checkpoint", "sd_path"}
+    assert override_dirname(left_out, runtime) == EMPTY_NAME
+    assert override_dirname([*left_out, "runner.rounds=1"], runtime) == "runner.rounds=1"
     assert override_dirname(["method.long_side=64", "prompt.num_fg=3"]) == "method.long_side=64,prompt.num_fg=3"
+    # weights and other path values are shown by their last part, so a sweep over checkpoints splits
+    assert override_dirname(["method.checkpoint=/c/e10.pt"], runtime) == "method.checkpoint=e10.pt"
+    assert override_dirname(["method.checkpoint=e20.pt"], runtime) == "method.checkpoint=e20.pt"
+    assert override_dirname([r"runner.note=C:\data\x", "+method.extra=../weights/"]) == \
+        "method.extra=weights,runner.note=x"
 
 
 def test_unsafe_characters_are_escaped_and_names_never_collide():

@@ -249,3 +249,18 @@ def test_fingerprint_is_content_not_location_or_device(tiny_sd: Path, embeds: Pa
     info = type(first).info
     assert {"checkpoint", "sd_path", "device", "batch_size"} <= info.runtime_params
     assert "dtype" not in info.runtime_params and "noise_seed" not in info.runtime_params
+
+
+def test_another_sd_model_of_the_same_shape_changes_the_fingerprint(tiny_sd: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from methods.iconmatting.features import folder_fingerprint
+
+    other = tmp_path / "other_sd"
+    shutil.copytree(tiny_sd, other)
+    assert folder_fingerprint(other) == folder_fingerprint(tiny_sd)  # where it lives does not matter
+    weights = next(p for p in sorted((other / "unet").iterdir()) if p.suffix in (".safetensors", ".bin"))
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8 * [0x3C])  # same size, other values (a fine-tune of the same architecture)
+    weights.write_bytes(bytes(data))
+    assert folder_fingerprint(other) != folder_fingerprint(tiny_sd)

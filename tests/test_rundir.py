@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -196,12 +197,33 @@ def test_changed_weights_are_refused_naming_them(tmp_path, folder_dataset, weigh
     out = tmp_path / "run"
     method = {"name": "weighted", "checkpoint": str(ckpt)}
     run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1", method=method)
-    shutil.rmtree(out / "episodes")  # something left to do, so the method is built again
+    for f in (out / "episodes").glob("*.csv"):  # something left to do, so the method is built again
+        f.unlink()
+        break
     ckpt.write_text("0.75")
+    before = folder_files(out)
     with pytest.raises(RunConfigError, match="weights changed"):
-        run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1", method=method)
+        run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1",
+            method={**method, "device": "cuda"})
+    assert folder_files(out) == before  # refused: run.json and the rest untouched
     with pytest.raises(RunConfigError, match=r"method\.gain: \(unset\) → 2\.0"):
         run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1", method={**method, "gain": 2.0})
+
+
+def folder_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_with_an_invalid_setting_deletes_nothing(tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1")
+    before = folder_files(out)
+    with pytest.raises(RunConfigError, match="rounds"):
+        run(out, "method=constant", *folder(folder_dataset), "runner.rounds=0", "runner.overwrite=true")
+    with pytest.raises(RunConfigError, match="cannot build method 'constant'"):
+        run(out, "method=constant", *folder(folder_dataset), "runner.rounds=1", "runner.overwrite=true",
+            "+method.no_such_parameter=1")
+    assert folder_files(out) == before
 
 
 def test_changed_dataset_or_setting_is_refused_naming_it(tmp_path, folder_dataset):
@@ -226,7 +248,7 @@ def test_run_json_stores_absolute_roots_so_tools_work_from_anywhere(tmp_path, fo
     plan = json.loads((tmp_path / "run" / "run.json").read_text())
     assert plan["config"]["dataset"]["root"] == str(folder_dataset)
     monkeypatch.chdir(tmp_path / "run")
-    assert rescore(Path("."))[0] == 4
+    assert rescore(Path(".")).targets == 4
 
 
 # ----------------------------------------------------------------------------- lock
@@ -251,6 +273,8 @@ def test_locked_folder_is_refused_and_stale_lock_taken_over(tmp_path, folder_dat
 
 def test_lock_of_an_earlier_attempt_of_a_requeued_slurm_job_is_stale(tmp_path, monkeypatch):
     lock = tmp_path / ".lock"
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     lock.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "77", "slurm_restart": 0}))
@@ -378,12 +402,64 @@ def test_compile_notice_is_said_once_when_kernels_are_not_cached(tmp_path, monke
     cached = types.ModuleType("cached")
     cached.k = kernel(tmp_path / "cached.nbi")
     fresh = types.ModuleType("fresh")
-    fresh.k, fresh.j = kernel(tmp_path / "cached.nbi"), kernel(tmp_path / "missing.nbi")
-    monkeypatch.setattr(_backend, "_noticed", [])
-    assert not _backend.compile_notice(cached)
+    fresh.k, fresh.j = kernel(tmp_path / "missing1.nbi"), kernel(tmp_path / "missing2.nbi")
+    partly = types.ModuleType("partly")  # some signatures compiled already: not a first run
+    partly.k, partly.j = kernel(tmp_path / "cached.nbi"), kernel(tmp_path / "missing.nbi")
+    for module in (cached, partly):
+        monkeypatch.setattr(_backend, "_noticed", [])
+        assert not _backend.compile_notice(module)
     monkeypatch.setattr(_backend, "_noticed", [])
     monkeypatch.setenv("ICMBENCH_COMPILE_NOTICE", "0")
     assert not _backend.compile_notice(fresh)
     monkeypatch.delenv("ICMBENCH_COMPILE_NOTICE")
     assert _backend.compile_notice(fresh) and not _backend.compile_notice(fresh)  # once per process
     assert capsys.readouterr().err.count("compiling metric kernels, first run only") == 1
+
+
+class _KillsWorker(BaseMethod):
+    """Constant 0.4; on the N-th target it SIGKILLs one metric worker (as the OOM killer would)."""
+
+    info = MethodInfo("kills_worker", "in_context", frozenset({"mask"}), 1)
+    calls = 0
+    at: int | None = None
+
+    def predict_one(self, target):
+        type(self).calls += 1
+        if type(self).calls == type(self).at:
+            import signal
+
+            workers = [p for p in Path("/proc").glob("[0-9]*") if _is_worker_of(p, os.getpid())]
+            os.kill(int(workers[0].name), signal.SIGKILL)
+            time.sleep(0.5)
+        return np.full(target.image.shape[:2], 0.4, np.float32)
+
+
+def _is_worker_of(proc: Path, parent: int) -> bool:
+    try:
+        ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        return ppid == parent and b"spawn_main" in (proc / "cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_dead_worker_stops_the_run_and_keeps_finished_episodes(tmp_path, folder_dataset):
+    from benchmark.runner import WorkerDied
+
+    METHODS._entries["kills_worker"] = _KillsWorker
+    try:
+        _KillsWorker.calls, _KillsWorker.at = 0, 7
+        cfg = compose_config("runner.workers=2", "runner.progress=off", "method=constant", *folder(folder_dataset))
+        cfg["method"] = {"name": "kills_worker"}
+        with pytest.raises(WorkerDied, match="worker process died"):
+            Runner(cfg, tmp_path / "run").run()
+        rows = [r for p in (tmp_path / "run" / "episodes").glob("*.csv") for r in read_rows(p)]
+        assert not any(r["status"] == "error" for r in rows)  # no 'BrokenProcessPool' error rows
+        _KillsWorker.at = None
+        Runner(cfg, tmp_path / "run").run()
+        Runner(dict(cfg, method={"name": "kills_worker"}), tmp_path / "clean").run()
+    finally:
+        del METHODS._entries["kills_worker"]
+    drop = ("seconds",)
+    assert read_rows(tmp_path / "run" / "results.csv", drop) == read_rows(tmp_path / "clean" / "results.csv", drop)
+    assert not (tmp_path / "run" / ".lock").exists()

@@ -179,8 +179,19 @@ def test_shards_merge_into_the_full_leaderboard(tmp_path, folder_dataset):
 def test_rescore_reproduces_stored_values(tmp_path, folder_dataset):
     run(tmp_path / "out", "method=reference_mask", *folder_overrides(folder_dataset), "runner.rounds=1")
     before = read_rows(tmp_path / "out" / "results.csv")
-    n, worst = rescore(tmp_path / "out")
-    assert n == 4 and worst < 1e-12
+    stats = rescore(tmp_path / "out")
+    assert stats.targets == 4 and stats.worst < 1e-12 and not stats.unreadable
+    assert read_rows(tmp_path / "out" / "results.csv") == before
+
+
+def test_rescore_keeps_rows_whose_prediction_is_missing(tmp_path, folder_dataset):
+    from benchmark.rescore import main as rescore_main
+
+    run(tmp_path / "out", "method=reference_mask", *folder_overrides(folder_dataset), "runner.rounds=1")
+    before = read_rows(tmp_path / "out" / "results.csv")
+    missing = sorted((tmp_path / "out" / "predictions").rglob("*.png"))[0]
+    missing.unlink()
+    assert rescore_main([str(tmp_path / "out")]) == 1
     assert read_rows(tmp_path / "out" / "results.csv") == before
 
 

@@ -155,14 +155,17 @@ def check_sd_folder(root: Path, check_sd21: bool) -> None:
 
 
 def folder_fingerprint(root: Path) -> str:
-    """Hash of the model's config files plus weight file names and sizes (weights not read)."""
+    """Hash of the model's config files and weight contents (sampled: 3 MiB per weight file, see
+    :func:`sampled_digest`), independent of where the folder lives."""
+    from .checkpoint import sampled_digest
+
     h = hashlib.sha256()
     for sub in ("unet", "vae", "scheduler", "text_encoder", "tokenizer"):
         for f in sorted((root / sub).glob("*")):
-            if f.suffix == ".json":
+            if f.suffix in (".json", ".txt"):
                 h.update(f.name.encode() + f.read_bytes())
             elif f.is_file():
-                h.update(f"{sub}/{f.name}:{f.stat().st_size}".encode())
+                h.update(f"{sub}/{f.name}:{sampled_digest(f)}".encode())
     return h.hexdigest()
 
 

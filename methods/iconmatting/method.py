@@ -271,7 +271,7 @@ class IconMattingMethod(BaseMethod):
         }
 
     def fingerprint(self) -> str:
-        """sha256 over the decoder checkpoint bytes, the SD folder's configs/file sizes and
+        """sha256 over the decoder checkpoint bytes, the SD folder's configs and sampled weights and
         :meth:`settings_dict`: content only, so moving the files or changing the device keeps it.
 
         The empty-prompt embedding is not hashed (its low bits depend on the CPU that computed it);
