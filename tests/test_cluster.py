@@ -4,7 +4,6 @@ and the Ray launcher, each merged leaderboard equal to the unsharded one."""
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import secrets
 import subprocess
@@ -18,7 +17,7 @@ from omegaconf import OmegaConf
 from benchmark.hydra_names import EMPTY_NAME, MAX_NAME, override_dirname, shard_suffix
 from benchmark.leaderboard import leaderboard
 from benchmark.runner import Runner
-from tests.runner_helpers import compose_config, read_rows
+from tests.runner_helpers import assert_same_board, compose_config, read_rows
 
 FAST = ("runner.rounds=1", "runner.workers=1", "runner.progress=off")
 SAFE_NAME = re.compile(r"[A-Za-z0-9._=,+-]+")
@@ -26,17 +25,6 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9._=,+-]+")
 
 def icm_overrides(root: Path) -> tuple[str, ...]:
     return ("method=reference_mask", "dataset=icm57", f"dataset.root={root}", f"dataset.groups={root}/icm58-dev.json")
-
-
-def assert_same_board(merged: list[dict], full: list[dict]) -> None:
-    assert merged and len(merged) == len(full)
-    assert all(r["complete"] == 1 for r in merged)
-    for m, f in zip(merged, full, strict=True):
-        for k, v in f.items():
-            if isinstance(v, float):
-                assert math.isclose(m[k], v, rel_tol=1e-12, abs_tol=1e-15), k
-            else:
-                assert m[k] == v, k
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from benchmark.rescore import rescore
 from benchmark.runner import RunConfigError, Runner
 from methods import METHODS
 from methods.base import BaseMethod, MethodInfo
-from tests.runner_helpers import compose_config, read_rows
+from tests.runner_helpers import assert_same_board, compose_config, read_rows
 
 FAST = ("runner.workers=1", "runner.progress=off")
 
@@ -166,14 +165,7 @@ def test_shards_merge_into_the_full_leaderboard(tmp_path, folder_dataset):
     partial = leaderboard([tmp_path / "s0"])
     assert all(r["complete"] == 0 for r in partial)
     merged = leaderboard([tmp_path / "s0", tmp_path / "s1"])
-    full = leaderboard([tmp_path / "full"])
-    assert all(r["complete"] == 1 for r in merged)
-    for m, f in zip(merged, full, strict=True):
-        for k, v in f.items():
-            if isinstance(v, float):
-                assert math.isclose(m[k], v, rel_tol=1e-12, abs_tol=1e-15), k
-            else:
-                assert m[k] == v, k
+    assert_same_board(merged, leaderboard([tmp_path / "full"]))
 
 
 def test_rescore_reproduces_stored_values(tmp_path, folder_dataset):
