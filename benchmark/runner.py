@@ -176,9 +176,9 @@ class Runner:
         self.info: MethodInfo = METHODS.get(self.method_name).info
         self._check_method_settings()
         self.stats = RunStats()
-        self._method: Method | None = None
         self._method_hash: str | None = None
         self._progress: Any = None
+        self._logs: contextlib.ExitStack | None = None  # closes run.log at the end of run()
 
     def _check_method_settings(self) -> None:
         if self.info.guidance != "in_context":
@@ -281,6 +281,7 @@ class Runner:
         handler = logging.FileHandler(self.rd.log_file)
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         log.addHandler(handler)
+        assert self._logs is not None
         self._logs.callback(log.removeHandler, handler)
         self._logs.callback(handler.close)
 
