@@ -40,7 +40,7 @@ from benchmark.scoring import METRIC_NAMES
 from benchmark.types import Dataset, Episode
 
 RESULT_COLUMNS = (
-    "method", "method_hash", "dataset", "dataset_hash", "protocol", "prompt", "round", "group",
+    "method", "method_hash", "dataset", "dataset_hash", "protocol", "prompt", "guidance", "round", "group",
     "references", "target", "self_reference", "resolution", "metric_protocol", "region", "trimap_source",
     *METRIC_NAMES, "seconds", "status", "error",
 )
@@ -131,8 +131,11 @@ class RunDir:
     def episode_file(self, key: str) -> Path:
         return self.episodes_dir / hashed_name(key, ".csv")
 
-    def prompt_file(self, key: str, reference: str) -> Path:
-        return self.root / "prompts" / hashed_name(f"{key}|{escape(reference)}", ".npz")
+    def prompt_file(self, key: str, sample: str, role: str = "reference") -> Path:
+        """The prompt drawn on ``sample`` in episode ``key``: as its reference, or (interactive
+        methods) on a target itself."""
+        name = f"{key}|{escape(sample)}" if role == "reference" else f"{key}|{role}|{escape(sample)}"
+        return self.root / "prompts" / hashed_name(name, ".npz")
 
     def prediction_file(self, round_index: int | str, target: str) -> Path:
         return self.root / "predictions" / f"r{int(round_index)}" / file_name(target, ".png")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.datasets import absolute_paths, load_dataset
-from benchmark.episodes import plan_episodes, shard_groups
+from benchmark.episodes import episode_seed, plan_episodes, shard_groups
 from benchmark.io import quantize_alpha, write_png
 from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
 from benchmark.rundir import RunDir, RunPlan, fmt_value
@@ -43,13 +43,13 @@ from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
 from benchmark.workers import ScoringPool
 from methods import METHODS, build_method
-from methods.base import Method, MethodInfo, Reference, Target
+from methods.base import Method, MethodInfo, Reference, Target, method_info
 
 log = logging.getLogger("benchmark")
 
 #: Runner settings that change results; a run folder holds the results of one value of each.
-RUNNER_RESULT_KEYS = ("protocol", "rounds", "references", "seed", "singletons", "resolution", "regions",
-                      "metric_protocol", "trimap_radius_fraction", "shard", "num_shards")
+RUNNER_RESULT_KEYS = ("protocol", "rounds", "references", "max_references", "guidance", "seed", "singletons",
+                      "resolution", "regions", "metric_protocol", "trimap_radius_fraction", "shard", "num_shards")
 ON_ERROR = ("continue", "raise", "ignore")
 
 
@@ -144,6 +144,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def guidance_kind(method_guidance: str, runner_guidance: str) -> str:
+    """What result rows record as guidance (paper Tables 2-4): ``in_context`` (one reference per
+    group), ``per_image`` (every image its own reference, or a prompt on every target), ``trimap``,
+    ``mask`` or ``none``."""
+    if method_guidance == "in_context":
+        return "per_image" if runner_guidance == "per_image" else "in_context"
+    return "per_image" if method_guidance == "prompt" else method_guidance
+
+
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -166,22 +175,24 @@ class Runner:
         self.rd = RunDir(out_dir)
         self.out = self.rd.root
         self.r = self.cfg["runner"]
-        self.r.setdefault("retry_errors", False)
-        self.r.setdefault("overwrite", False)
+        for key, default in (("retry_errors", False), ("overwrite", False), ("max_references", None),
+                             ("guidance", "group")):
+            self.r.setdefault(key, default)
         validate_runner(self.r)
         self.hydra_files = dict(hydra_files or {})
         self.method_name, self.method_params = _split(self.cfg["method"], "name")
         self.dataset_name, self.dataset_params = _split(self.cfg["dataset"], "name")
         self.prompt_kind, self.prompt_params = _split(self.cfg["prompt"], "kind")
-        self.info: MethodInfo = METHODS.get(self.method_name).info
+        self.info: MethodInfo = method_info(METHODS.get(self.method_name), self.method_params)
         self._check_method_settings()
+        self.guidance_kind = guidance_kind(self.info.guidance, self.r["guidance"])
         self.stats = RunStats()
         self._method_hash: str | None = None
         self._progress: Any = None
         self._logs: contextlib.ExitStack | None = None  # closes run.log at the end of run()
 
     def _check_method_settings(self) -> None:
-        if self.info.guidance != "in_context":
+        if self.info.guidance not in ("in_context", "prompt"):
             return
         if self.prompt_kind not in self.info.prompt_kinds:
             raise RunConfigError(f"method '{self.method_name}' does not accept prompt={self.prompt_kind} "
@@ -204,7 +215,8 @@ class Runner:
         """This shard's episodes and skipped groups; invalid protocol settings are a RunConfigError."""
         try:
             episodes, skipped = plan_episodes(dataset, self.r["protocol"], self.r["rounds"], self.r["references"],
-                                              self.r["seed"], self.r["singletons"])
+                                              self.r["seed"], self.r["singletons"], self.r["max_references"],
+                                              self.r["guidance"])
             mine = shard_groups(list(dataset.groups), self.r["shard"], self.r["num_shards"])
         except ValueError as exc:
             raise RunConfigError(f"runner: {exc}") from exc
@@ -307,8 +319,11 @@ class Runner:
         scoring = ScoringPool(self.r["workers"])
         with scoring as pool:  # workers start (and load the kernels) while the method is built
             method = self._build_method()
-            self._commit(replace(plan, method_hash=self._method_hash))
-            self._loop(dataset, work, method, pool, scoring.n)
+            try:
+                self._commit(replace(plan, method_hash=self._method_hash))
+                self._loop(dataset, work, method, pool, scoring.n)
+            finally:
+                method.close()
 
     def _loop(self, dataset: Dataset, work: list[WorkItem], method: Method, pool: Executor | None, n: int) -> None:
         """Episodes in order; scoring of earlier ones overlaps the method on later ones."""
@@ -358,14 +373,12 @@ class Runner:
         return flight
 
     def _prepare(self, dataset: Dataset, episode: Episode, method: Method, cache: ViewCache) -> float:
-        """Prompts and ``method.prepare``; returns the method's seconds."""
-        if self.info.guidance != "in_context":
-            method.prepare([])
-            return 0.0
-        refs = [cache.get(dataset.samples[s]) for s in episode.references]
+        """Prompts and ``method.prepare`` (with the episode's seed); returns the method's seconds."""
+        seed = episode_seed(self.r["seed"], episode.group, episode.round)
+        refs = [cache.get(dataset.samples[s]) for s in episode.references] if self.info.guidance == "in_context" else []
         prompts = [self._prompt(episode, v) for v in refs]
         t0 = time.perf_counter()
-        method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)])
+        method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)], seed=seed)
         dt = time.perf_counter() - t0
         self.stats.method_s += dt
         return dt
@@ -385,7 +398,7 @@ class Runner:
         if not views:
             return []
         try:
-            targets = [Target(v.sample.id, v.image, self._guidance(v)) for v in views]
+            targets = [self._target(flight.item.episode, v) for v in views]
             t0 = time.perf_counter()
             preds = method.predict(targets)
             dt = time.perf_counter() - t0
@@ -475,32 +488,30 @@ class Runner:
             out.append(row)
         return out
 
-    def _guidance(self, view: SampleView) -> np.ndarray | None:
-        """Per-target auxiliary input derived from the ground truth (paper Table 3)."""
-        guidance = self.info.guidance
-        if guidance in ("trimap", "mask") and view.alpha is None:
-            raise ValueError(f"'{view.sample.id}' has no ground truth to derive a {guidance} from")
-        if guidance == "trimap":
-            return view.trimap if view.trimap is not None else trimap_for(
-                view.alpha, None, self.r["trimap_radius_fraction"])[0]
-        if guidance == "mask":
-            a = view.alpha
-            return a > 127 if a.dtype == np.uint8 else a > 0.5
-        return None
+    def _target(self, episode: Episode, view: SampleView) -> Target:
+        """The target as the method sees it, with the guidance its MethodInfo asks for: derived from the
+        ground truth (:data:`FROM_TRUTH`, paper Table 3), or a prompt on the target itself (Table 4)."""
+        kind = self.info.guidance
+        if (kind in FROM_TRUTH or kind == "prompt") and view.alpha is None:
+            raise ValueError(f"'{view.sample.id}' has no ground truth to derive a {kind} from")
+        guidance = FROM_TRUTH[kind](view, self.r["trimap_radius_fraction"]) if kind in FROM_TRUTH else None
+        prompt = self._prompt(episode, view, "target") if kind == "prompt" else None
+        return Target(view.sample.id, view.image, guidance, prompt)
 
-    def _prompt(self, episode: Episode, ref: SampleView) -> Prompt:
-        """The stored prompt of this (episode, reference), or a new one saved before use."""
-        path = self.rd.prompt_file(episode.key, ref.sample.id)
+    def _prompt(self, episode: Episode, view: SampleView, role: str = "reference") -> Prompt:
+        """The stored prompt of this (episode, image, role), or a new one saved before use."""
+        path = self.rd.prompt_file(episode.key, view.sample.id, role)
         if path.exists():
             prompt = load_prompt(path)
-            if prompt.shape == ref.image.shape[:2]:
+            if prompt.shape == view.image.shape[:2]:
                 return prompt
-            log.warning("stored prompt %s has shape %s, reference is %s: drawing it again",
-                        path.name, prompt.shape, ref.image.shape[:2])
-        if ref.alpha is None:
-            raise PromptError(f"reference '{ref.sample.id}' has no matte to draw a prompt from")
-        prompt = make_prompt(self.prompt_kind, ref.alpha, seed=self.r["seed"], group=episode.group,
-                             round_index=episode.round, reference=ref.sample.id, **self.prompt_params)
+            log.warning("stored prompt %s has shape %s, the image is %s: drawing it again",
+                        path.name, prompt.shape, view.image.shape[:2])
+        if view.alpha is None:
+            raise PromptError(f"{role} '{view.sample.id}' has no matte to draw a prompt from")
+        name = view.sample.id if role == "reference" else f"{role}:{view.sample.id}"
+        prompt = make_prompt(self.prompt_kind, view.alpha, seed=self.r["seed"], group=episode.group,
+                             round_index=episode.round, reference=name, **self.prompt_params)
         save_prompt(path, prompt)
         return prompt
 
@@ -509,7 +520,8 @@ class Runner:
         return {
             "method": self.method_name, "method_hash": self._method_hash or "", "dataset": dataset.name,
             "dataset_hash": dataset.fingerprint, "protocol": self.r["protocol"], "prompt": self.prompt_kind,
-            "round": episode.round if episode else "", "group": episode.group if episode else "",
+            "guidance": self.guidance_kind, "round": episode.round if episode else "",
+            "group": episode.group if episode else "",
             "references": "+".join(episode.references) if episode else "",
             "self_reference": int(episode.self_reference) if episode else 0, "resolution": self.r["resolution"],
             "metric_protocol": self.r["metric_protocol"],
@@ -539,6 +551,19 @@ class Runner:
         self.rd.write_dataset_problems([self._error_row(dict(base, group=p["group"]), p["sample"],
                                                         f"dataset: {p['error']}") for p in problems])
         return len(problems)
+
+
+def _trimap_guidance(view: SampleView, radius_fraction: float) -> np.ndarray:
+    return view.trimap if view.trimap is not None else trimap_for(view.alpha, None, radius_fraction)[0]
+
+
+def _mask_guidance(view: SampleView, radius_fraction: float) -> np.ndarray:
+    a = view.alpha
+    return a > 127 if a.dtype == np.uint8 else a > 0.5
+
+
+#: Per-target inputs derived from the ground truth, by ``MethodInfo.guidance``.
+FROM_TRUTH = {"trimap": _trimap_guidance, "mask": _mask_guidance}
 
 
 def _result(result: Future | ScoreResult) -> ScoreResult:

@@ -1,10 +1,16 @@
 """The one interface every matting method implements.
 
-The runner calls ``prepare`` once per episode with the reference(s) and their prompts, then
-``predict`` on batches of targets. A method declares what it needs in :class:`MethodInfo`,
-so the runner knows which guidance to derive (nothing, an in-context reference, or a
-per-image trimap/mask from the ground truth, as in the paper's Table 3) without special
-cases. Outputs are float alpha mattes in [0, 1] at each target's full resolution.
+The runner calls ``prepare`` once per episode with the reference(s), their prompts and the
+episode's seed, then ``predict`` on batches of targets, and ``close`` once at the end. A method
+declares what it needs in :class:`MethodInfo` (``describe(**params)`` when that depends on its
+configuration), so the runner knows which guidance to derive (nothing, an in-context reference,
+a per-image trimap/mask from the ground truth as in the paper's Table 3, or a per-image prompt as
+in Table 4) without special cases. Outputs are float alpha mattes in [0, 1] at each target's
+full resolution.
+
+The seed: every round of an episode hands the method a different ``seed`` (derived from
+``runner.seed``, the group and the round). Stochastic methods draw their randomness from it, so
+rounds measure the method's own spread; deterministic methods ignore it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from benchmark.types import Prompt
 
-Guidance = Literal["in_context", "trimap", "mask", "none"]
+Guidance = Literal["in_context", "trimap", "mask", "prompt", "none"]
 
 
 @dataclass(frozen=True)
@@ -25,9 +31,9 @@ class MethodInfo:
     """Facts about a method, readable without loading any weights.
 
     - ``guidance``: ``in_context`` (reference image + prompt), ``trimap`` / ``mask``
-      (a per-target auxiliary input that the runner derives from the ground truth), or
-      ``none`` (automatic matting).
-    - ``prompt_kinds``: reference prompts an in-context method accepts.
+      (a per-target auxiliary input that the runner derives from the ground truth), ``prompt``
+      (interactive: a prompt on every target, :attr:`Target.prompt`), or ``none`` (automatic).
+    - ``prompt_kinds``: prompts an in-context or interactive method accepts.
     - ``max_references``: how many references ``prepare`` accepts (paper Table 6 uses up to 4).
     - ``runtime_params``: constructor parameters that do not change the numbers (paths to
       weights, device, batch size, compile flags, memory knobs). They are recorded with a run but
@@ -62,12 +68,14 @@ class Target:
     """A target image (uint8 RGB, H×W×3).
 
     ``guidance`` is set only for ``trimap``/``mask`` methods: a uint8 trimap (0/128/255) or a
-    boolean mask at the image's resolution.
+    boolean mask at the image's resolution. ``prompt`` is set only for interactive methods
+    (``guidance="prompt"``): points, scribble or mask drawn from this target's own ground truth.
     """
 
     sample_id: str
     image: np.ndarray
     guidance: np.ndarray | None = None
+    prompt: Prompt | None = None
 
 
 class MethodError(RuntimeError):
@@ -80,11 +88,16 @@ class Method(Protocol):
 
     info: MethodInfo
 
-    def prepare(self, references: Sequence[Reference]) -> None:
-        """Encode the episode's reference(s); called once per episode before ``predict``."""
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
+        """Encode the episode's reference(s); called once per episode before ``predict``.
+
+        ``seed``: the episode's seed (differs between rounds); stochastic methods draw from it."""
 
     def predict(self, targets: Sequence[Target]) -> list[np.ndarray]:
         """One float alpha in [0, 1] per target, shaped like that target's image (H, W)."""
+
+    def close(self) -> None:
+        """Release weights, GPU memory, files; the runner calls it once when the run ends."""
 
     def fingerprint(self) -> str:
         """Identifies the weights/state that change outputs ('' for weight-free methods).
@@ -93,14 +106,23 @@ class Method(Protocol):
 
 
 class BaseMethod:
-    """Convenience base: stores references in ``prepare`` and checks the call order."""
+    """Convenience base: stores references and the seed in ``prepare`` and checks the call order."""
 
     info: MethodInfo
 
     def __init__(self) -> None:
         self._references: list[Reference] | None = None
+        self.seed = 0
 
-    def prepare(self, references: Sequence[Reference]) -> None:
+    @classmethod
+    def describe(cls, **params: Any) -> MethodInfo:
+        """The :class:`MethodInfo` of this method configured with ``params`` (default: ``cls.info``).
+
+        Override when the configuration changes what the method needs (an adapter whose guidance is
+        a parameter); it must not load weights."""
+        return cls.info
+
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
         if self.info.guidance == "in_context":
             if not references:
                 raise MethodError(f"{self.info.name}: needs at least one reference")
@@ -116,6 +138,7 @@ class BaseMethod:
                         f"(supports {sorted(self.info.prompt_kinds)})"
                     )
         self._references = list(references)
+        self.seed = int(seed)
 
     @property
     def references(self) -> list[Reference]:
@@ -129,5 +152,14 @@ class BaseMethod:
     def predict_one(self, target: Target) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Nothing to release by default."""
+
     def fingerprint(self) -> str:
         return ""
+
+
+def method_info(cls: type, params: Mapping[str, Any]) -> MethodInfo:
+    """What the method class ``cls`` configured with ``params`` needs (``describe`` when it has one)."""
+    describe = getattr(cls, "describe", None)
+    return describe(**params) if describe is not None else cls.info

@@ -149,8 +149,8 @@ class ClassicalMethod(BaseMethod):
         self._prior: np.ndarray | None = None
 
     # ------------------------------------------------------------------ references
-    def prepare(self, references: Sequence[Reference]) -> None:
-        super().prepare(references)
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
+        super().prepare(references, seed=seed)
         fgs, bgs, priors = [], [], []
         for ref in references:
             fg_model, bg_model, layout = self._learn_reference(ref)

@@ -188,9 +188,9 @@ class IconMattingMethod(BaseMethod):
         return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
 
     # ------------------------------------------------------------------ protocol
-    def prepare(self, references: Sequence[Reference]) -> None:
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
         """Encode the reference(s) once and keep their RoI tokens for the episode."""
-        super().prepare(references)
+        super().prepare(references, seed=seed)
         self._roi_tokens = None
         images, prompts = [], []
         for ref in references:
