@@ -169,3 +169,13 @@ def test_invalid_protocol_settings_are_refused_before_anything_is_written(tmp_pa
     assert not (tmp_path / "run" / "run.json").exists()
     plan = json.dumps(compose_config("runner.protocol=fixed")["runner"])
     assert '"protocol": "fixed"' in plan
+
+
+def test_icm57_reports_its_groups_and_warns_when_the_official_file_gives_not_57(tmp_path, icm58_dev, caplog):
+    with caplog.at_level("INFO", logger="benchmark"):
+        ds = load_dataset("icm57", root=str(icm58_dev), groups=str(icm58_dev / "icm58-dev.json"))
+    assert f"{len(ds.groups)} groups" in caplog.text
+    official = tmp_path / "ICM57.json"
+    shutil.copy(icm58_dev / "icm58-dev.json", official)
+    with pytest.warns(UserWarning, match=f"forms {len(ds.groups)} groups, the paper's ICM-57 has 57"):
+        load_dataset("icm57", root=str(icm58_dev), groups=str(official))

@@ -9,11 +9,16 @@ Unlike the official loader, image and matte extensions may differ and trimaps ar
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from benchmark.datasets.common import DatasetError, Problems, build_dataset, index_by_stem, require_dir
 from benchmark.types import Dataset, Sample
+
+log = logging.getLogger("benchmark")
+OFFICIAL_GROUPS = 57  # class-sub_class-HalfOrFull keys of the official ICM57.json
 
 
 def icm_group_key(info: dict) -> str:
@@ -60,8 +65,19 @@ def load_icm57(root: str | os.PathLike, groups: str | os.PathLike | None = None,
     problems.warn(name)
     if not samples:
         raise DatasetError(f"{groups_path}: none of its {len(table)} entries has an image and a matte in {root}")
-    return build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": list(problems)},
-                         allow_outside_root=allow_outside_root)
+    dataset = build_dataset(name, root, samples, meta={"groups_file": str(groups_path), "problems": list(problems)},
+                            allow_outside_root=allow_outside_root)
+    _report_groups(dataset, groups_path)
+    return dataset
+
+
+def _report_groups(dataset: Dataset, groups_path: Path) -> None:
+    """Say how many groups the grouping formed; the official ``ICM57.json`` must give 57."""
+    n = len(dataset.groups)
+    log.info("%s: %d images in %d groups (grouping %s)", dataset.name, len(dataset.samples), n, groups_path)
+    if groups_path.name == "ICM57.json" and n != OFFICIAL_GROUPS:
+        warnings.warn(f"{groups_path}: the grouping forms {n} groups, the paper's ICM-57 has {OFFICIAL_GROUPS} "
+                      "(missing files, or another version of the file)", stacklevel=3)
 
 
 def _find_groups_file(root: Path, groups: str | os.PathLike | None) -> Path:
