@@ -148,10 +148,10 @@ def to_csv(board: list[dict[str, object]]) -> str:
     return pd.DataFrame(board).to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
-def _cell(mean: object, std: object, metric: str) -> str:
+def _cell(mean: object, std: object, metric: str, missing: str = "?") -> str:
     fmt = ".5f" if metric == "MSE" else ".3f"
     if not isinstance(mean, float) or mean != mean:
-        return "?"  # unknown (a quoted cell the paper's source does not give)
+        return missing  # "?" unknown; a quoted row says "–" (not reported) or "" (not a column of that table)
     return f"{mean:{fmt}}" if not isinstance(std, float) or std != std else f"{mean:{fmt}} ± {std:{fmt}}"
 
 
@@ -165,8 +165,10 @@ def to_markdown(board: list[dict[str, object]], weighting: str = "group") -> str
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in board:
         cells = [str(row.get(k, "")) for k in ("method", "dataset", "prompt", "guidance", "region")]
-        cells += [_cell(row.get(f"{prefix}{COLUMNS[m]}"), row.get(f"{prefix}{m} std"), m) for m in METRIC_NAMES]
-        cells += [str(row.get(k, "")) for k in ("groups", "targets", "errors")]
+        missing = row.get("missing") or {}
+        cells += [_cell(row.get(f"{prefix}{COLUMNS[m]}", row.get(COLUMNS[m])), row.get(f"{prefix}{m} std"), m,
+                        str(missing.get(m, "?"))) for m in METRIC_NAMES]
+        cells += ["" if row.get(k) is None else str(row[k]) for k in ("groups", "targets", "errors")]
         complete = row.get("complete")
         cells.append("" if complete in (None, "") else "yes" if complete else "no")
         if sourced:
