@@ -160,11 +160,12 @@ def to_markdown(board: list[dict[str, object]], weighting: str = "group") -> str
     added when quoted rows are present)."""
     prefix = "image-weighted " if weighting == "image" else ""
     sourced = any("source" in row for row in board)
-    head = ["method", "dataset", "prompt", "guidance", "region", *COLUMNS.values(), "groups", "targets", "errors",
-            "complete", *(["source"] if sourced else [])]
+    head = ["method", "dataset", "prompt", "guidance", "protocol", "region", *COLUMNS.values(), "groups", "targets",
+            "errors", "complete", *(["source"] if sourced else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in board:
-        cells = [str(row.get(k, "")) for k in ("method", "dataset", "prompt", "guidance", "region")]
+        cells = ["" if row.get(k) is None else str(row[k])
+                 for k in ("method", "dataset", "prompt", "guidance", "protocol", "region")]
         missing = row.get("missing") or {}
         cells += [_cell(row.get(f"{prefix}{COLUMNS[m]}", row.get(COLUMNS[m])), row.get(f"{prefix}{m} std"), m,
                         str(missing.get(m, "?"))) for m in METRIC_NAMES]
