@@ -1,9 +1,11 @@
 """Reference prompts derived from the reference's ground-truth matte, seeded per (group, round).
 
 - ``mask``: ``alpha > 0.5`` (what the official code feeds its decoder).
-- ``scribble``: ``strokes`` random polyline strokes inside the foreground and as many in the
-  background, drawn ``width`` px wide, kept ``margin`` px away from the other region (so a
-  stroke never touches the soft edge). Widths and margins default to fractions of the long side.
+- ``scribble``: ``strokes`` random polyline strokes inside the foreground and
+  ``background_strokes`` (default: as many) in the background — 0 gives a foreground-only
+  scribble, like the paper's RoI, a foreground map — drawn ``width`` px wide, kept ``margin`` px
+  away from the other region (so a stroke never touches the soft edge). Widths and margins default
+  to fractions of the long side.
 - ``points``: ``num_fg`` foreground points (drawn with probability ∝ distance to the
   background, i.e. away from the edge) and ``num_bg`` background points likewise.
 
@@ -37,7 +39,7 @@ def foreground_of(alpha: np.ndarray) -> np.ndarray:
 
 def make_prompt(kind: str, alpha: np.ndarray, *, seed: int, group: str, round_index: int, reference: str,
                 strokes: int = 3, width_fraction: float = 0.01, margin_fraction: float = 0.02,
-                num_fg: int = 5, num_bg: int = 0) -> Prompt:
+                num_fg: int = 5, num_bg: int = 0, background_strokes: int | None = None) -> Prompt:
     """Draw the ``kind`` prompt for one reference; identical for identical inputs and seed."""
     if kind not in PROMPT_KINDS:
         raise PromptError(f"unknown prompt kind '{kind}'; choose one of {PROMPT_KINDS}")
@@ -53,16 +55,22 @@ def make_prompt(kind: str, alpha: np.ndarray, *, seed: int, group: str, round_in
     if kind == "points":
         pts = _sample_points(fg, num_fg, margin, rng, reference, "foreground")
         pts += _sample_points(~fg & (np.asarray(alpha) == 0), num_bg, margin, rng, reference, "background")
-        return Prompt("points", shape, points=tuple((int(y), int(x), bool(f)) for y, x, f in pts))
+        n_fg = sum(1 for p in pts if p[2])
+        return Prompt("points", shape, points=tuple((int(y), int(x), bool(f)) for y, x, f in pts),
+                      counts={"fg_points": n_fg, "bg_points": len(pts) - n_fg})
     width = max(1, round(width_fraction * long_side))
     labels = np.zeros(shape, np.uint8)
-    for value, region, name in ((FOREGROUND, fg, "foreground"), (BACKGROUND, np.asarray(alpha) == 0, "background")):
+    n_bg = strokes if background_strokes is None else int(background_strokes)
+    for value, region, name, n in ((FOREGROUND, fg, "foreground", strokes),
+                                   (BACKGROUND, np.asarray(alpha) == 0, "background", n_bg)):
+        if n <= 0:
+            continue
         core = _interior(region, margin + width)
         if not core.any():
             raise PromptError(f"reference '{reference}': {name} too small for a {width}-px stroke "
                               f"{margin} px from the edge")
-        labels[_strokes(core, strokes, width, rng)] = value
-    return Prompt("scribble", shape, scribble=labels)
+        labels[_strokes(core, n, width, rng)] = value
+    return Prompt("scribble", shape, scribble=labels, counts={"fg_strokes": strokes, "bg_strokes": max(0, n_bg)})
 
 
 def _interior(region: np.ndarray, distance: int) -> np.ndarray:
@@ -108,7 +116,8 @@ def save_prompt(path: Path, prompt: Prompt) -> None:
 
     buf = io.BytesIO()
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(
-        {"kind": prompt.kind, "shape": list(prompt.shape), "points": [list(p) for p in prompt.points]}
+        {"kind": prompt.kind, "shape": list(prompt.shape), "points": [list(p) for p in prompt.points],
+         "counts": dict(prompt.counts)}
     ).encode(), np.uint8)}
     if prompt.mask is not None:
         arrays["mask"] = np.packbits(prompt.mask.ravel())
@@ -128,4 +137,4 @@ def load_prompt(path: Path) -> Prompt:
             mask = np.unpackbits(data["mask"], count=shape[0] * shape[1]).astype(bool).reshape(shape)
         scribble = data.get("scribble")
     points = tuple((int(y), int(x), bool(f)) for y, x, f in meta["points"])
-    return Prompt(meta["kind"], shape, mask=mask, scribble=scribble, points=points)
+    return Prompt(meta["kind"], shape, mask=mask, scribble=scribble, points=points, counts=meta.get("counts", {}))

@@ -107,6 +107,8 @@ class Prompt:
     mask: np.ndarray | None = None
     scribble: np.ndarray | None = None
     points: tuple[tuple[int, int, bool], ...] = ()
+    #: what was drawn: foreground/background points or strokes (recorded in the prompt files)
+    counts: Mapping[str, int] = field(default_factory=dict)
 
     def labels(self) -> np.ndarray:
         """uint8 map: 0 unlabeled, 1 background, 2 foreground."""

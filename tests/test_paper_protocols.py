@@ -179,3 +179,21 @@ def test_icm57_reports_its_groups_and_warns_when_the_official_file_gives_not_57(
     shutil.copy(icm58_dev / "icm58-dev.json", official)
     with pytest.warns(UserWarning, match=f"forms {len(ds.groups)} groups, the paper's ICM-57 has 57"):
         load_dataset("icm57", root=str(icm58_dev), groups=str(official))
+
+
+def test_foreground_only_scribbles_and_counts_in_prompt_files(tmp_path):
+    from benchmark.prompts import load_prompt, make_prompt, save_prompt
+    from benchmark.types import BACKGROUND, FOREGROUND
+    from tests.conftest import soft_disc
+
+    alpha = np.rint(soft_disc(120, 160, 60, 80, 40) * 255).astype(np.uint8)
+    both = make_prompt("scribble", alpha, seed=0, group="g", round_index=0, reference="r")
+    fg_only = make_prompt("scribble", alpha, seed=0, group="g", round_index=0, reference="r", background_strokes=0)
+    assert (both.scribble == BACKGROUND).any() and not (fg_only.scribble == BACKGROUND).any()
+    assert (fg_only.scribble == FOREGROUND).any()
+    assert fg_only.counts == {"fg_strokes": 3, "bg_strokes": 0}
+    points = make_prompt("points", alpha, seed=0, group="g", round_index=0, reference="r", num_fg=4, num_bg=2)
+    assert points.counts == {"fg_points": 4, "bg_points": 2}
+    for prompt in (fg_only, points):
+        save_prompt(tmp_path / "p.npz", prompt)
+        assert load_prompt(tmp_path / "p.npz").counts == prompt.counts
