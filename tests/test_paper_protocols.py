@@ -197,3 +197,33 @@ def test_foreground_only_scribbles_and_counts_in_prompt_files(tmp_path):
     for prompt in (fg_only, points):
         save_prompt(tmp_path / "p.npz", prompt)
         assert load_prompt(tmp_path / "p.npz").counts == prompt.counts
+
+
+class _Interactive(BaseMethod):
+    """An interactive method: predicts the mask prompt drawn on each target itself."""
+
+    info = MethodInfo("interactive", "prompt", frozenset({"mask", "points"}), 1)
+    closed = 0
+
+    def predict_one(self, target):
+        assert target.prompt is not None and target.prompt.shape == target.image.shape[:2]
+        return target.prompt.foreground_mask().astype(np.float32)
+
+    def close(self) -> None:
+        type(self).closed += 1
+
+
+def test_interactive_methods_get_a_saved_prompt_on_every_target_and_are_closed(tmp_path, groups_of_six):
+    METHODS._entries["interactive"] = _Interactive
+    try:
+        _Interactive.closed = 0
+        out = tmp_path / "run"
+        run(out, "method=constant", "dataset=folder", f"dataset.root={groups_of_six}", "runner.rounds=1",
+            method={"name": "interactive"})
+        assert _Interactive.closed == 1
+    finally:
+        del METHODS._entries["interactive"]
+    rows = read_rows(out / "results.csv")
+    assert {r["guidance"] for r in rows} == {"per_image"} and all(r["status"] == "ok" for r in rows)
+    targets = {r["target"] for r in rows}
+    assert len(list((out / "prompts").glob("*.npz"))) == len(targets)  # one prompt per target, none per reference
