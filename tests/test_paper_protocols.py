@@ -227,3 +227,23 @@ def test_interactive_methods_get_a_saved_prompt_on_every_target_and_are_closed(t
     assert {r["guidance"] for r in rows} == {"per_image"} and all(r["status"] == "ok" for r in rows)
     targets = {r["target"] for r in rows}
     assert len(list((out / "prompts").glob("*.npz"))) == len(targets)  # one prompt per target, none per reference
+
+
+@pytest.mark.slow
+def test_per_image_guidance_end_to_end_with_a_tiny_iconmatting(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from methods.iconmatting.tiny import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd", seed=0)
+    data = make_folder_dataset(tmp_path / "data", groups=2, per_group=2, size=(72, 96))
+    overrides = ("method=iconmatting", f"method.sd_path={sd}", "+method.allow_random_decoder=true",
+                 "method.input_size=128", "method.ensemble_size=1", "method.device=cpu",
+                 f"method.prompt_embeds_file={tmp_path / 'embeds.safetensors'}", "dataset=folder",
+                 f"dataset.root={data}", "runner.rounds=1", "runner.guidance=per_image", "runner.regions=[whole]")
+    stats = run(tmp_path / "out", *overrides)
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert stats.errors == 0, [r["error"] for r in rows if r["error"]]
+    assert len(rows) == 4 and all(r["references"] == r["target"] and r["guidance"] == "per_image" for r in rows)
+    (board,) = leaderboard([tmp_path / "out"])
+    assert board["guidance"] == "per_image" and board["complete"] == 1
