@@ -22,6 +22,9 @@
 4. ``cuda`` (``--device cuda``): per-target latency and peak GPU memory of the method at
    768, bf16 autocast with the reference cache versus fp32 without it. Uses ``--sd-path``
    and ``--checkpoint`` when given, else a random SD-2.1-shaped model and random decoder.
+5. ``precision`` (``--only precision [--device cuda]``): deviation of the reduced-precision
+   paths (bf16/fp16 autocast, with and without ``upcast_attention``) from fp32, as the max and
+   mean absolute alpha difference over the targets, on the tiny random model (not SD 2.1).
 """
 
 from __future__ import annotations
@@ -327,6 +330,38 @@ def bench_cuda(sd_path: str | None, checkpoint: str | None, size: int, n_targets
     return rows
 
 
+def bench_precision(size: int, n_targets: int, device: str) -> list[tuple[str, str]]:
+    """Max / mean |alpha − alpha_fp32| of the reduced-precision paths, tiny random model."""
+    from methods.iconmatting.method import IconMattingMethod
+    from methods.iconmatting.tiny import save_tiny_sd
+
+    rows = [(f"tiny random SD (not SD 2.1), {size}² frame, E=4, {n_targets} targets, {device}: "
+             "|alpha − alpha_fp32| max / mean", "")]
+    ref, targets = episode(n_targets)
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = save_tiny_sd(Path(tmp) / "sd")
+        emb = str(Path(tmp) / "emb.safetensors")
+
+        def run(**kw) -> list[np.ndarray]:
+            m = IconMattingMethod(sd_path=str(sd), allow_random_decoder=True, prompt_embeds_file=emb,
+                                  input_size=size, device=device, **kw)
+            m.prepare([ref], seed=0)
+            return m.predict(targets)
+
+        base = run(dtype="fp32")
+        variants = [("bf16, upcast_attention (default)", {"dtype": "bf16"}),
+                    ("bf16, no upcast (fast path)", {"dtype": "bf16", "upcast_attention": False})]
+        if device == "cuda":
+            variants += [("fp16, upcast_attention", {"dtype": "fp16"}),
+                         ("fp16, no upcast", {"dtype": "fp16", "upcast_attention": False})]
+        for label, kw in variants:
+            diffs = [np.abs(a - b) for a, b in zip(run(**kw), base, strict=True)]
+            worst = max(float(d.max()) for d in diffs)
+            mean = float(np.mean([d.mean() for d in diffs]))
+            rows.append((f"  {label}", f"{worst:.4f} / {mean:.5f}"))
+    return rows
+
+
 def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(a) for a, _ in rows)
     for a, b in rows:
@@ -338,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument(
         "--only",
-        choices=("tiny", "attention", "sd21"),
+        choices=("tiny", "attention", "sd21", "precision"),
         help="CPU: run one benchmark (sd21: random SD-2.1-shaped model at 768, minutes; not in the default set)",
     )
     ap.add_argument("--size", type=int, default=None, help="working size (CPU tiny: 256, CUDA: 768)")
@@ -351,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows: list[tuple[str, str]] = []
-    if args.device == "cuda":
+    if args.only == "precision":
+        rows += bench_precision(args.size or 256, args.targets, args.device)
+    elif args.device == "cuda":
         rows += bench_cuda(args.sd_path, args.checkpoint, args.size or 768, args.targets, args.batch_size)
     else:
         if args.only in (None, "tiny"):

@@ -40,7 +40,7 @@ def test_decoder_parity(case: Path) -> None:
 @pytest.mark.slow
 def test_decoder_parity_detects_a_mistake(monkeypatch: pytest.MonkeyPatch) -> None:
     # mean instead of sum over the K RoI tokens (a plausible misreading) must fail the check
-    def mean_forward(self, roi_tokens, target):
+    def mean_forward(self, roi_tokens, target, token_weights=None):
         b, _, h, w = target.shape
         return self.token_probs(roi_tokens, target).mean(dim=1).reshape(b, 1, h, w)
 

@@ -8,6 +8,12 @@ output is ``F.scaled_dot_product_attention`` (``impl="sdpa"``), or, to reproduce
 official numerics (its xformers kernel computes exact fp32 softmax attention), an explicit
 chunked fp32 softmax attention (``impl="math"``). The capture can also end the UNet pass
 (:class:`StopForward`) as soon as everything requested has been collected.
+
+Reduced precision: a layer whose model config asks for ``upcast_attention`` (SD 2.1's UNet
+does) computes its SDPA output from fp32 query/key/value, with autocast off, when the working
+dtype is bf16/fp16 (``upcast=True``, the default); the result is cast back to the working
+dtype. ``upcast=False`` is the opt-in fast path (attention in the working dtype). The captured
+maps and ``impl="math"`` are fp32 whatever the dtype.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 IMPLS = ("sdpa", "math")
+REDUCED = (torch.bfloat16, torch.float16)
 
 
 class StopForward(Exception):
@@ -144,15 +151,18 @@ class CaptureAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` that can also feed :class:`AttentionCapture`.
 
     ``layer``/``group`` name a capturing self-attention layer (``None`` for any other layer);
-    ``impl`` selects the output computation (``sdpa`` or ``math``).
+    ``impl`` selects the output computation (``sdpa`` or ``math``); ``upcast`` honours the
+    layer's ``upcast_attention`` in bf16/fp16 (SDPA from fp32 inputs, see the module docstring).
     """
 
     def __init__(
-        self, capture: AttentionCapture | None, layer: str | None = None, group: str | None = None, impl: str = "sdpa"
+        self, capture: AttentionCapture | None, layer: str | None = None, group: str | None = None, impl: str = "sdpa",
+        upcast: bool = True,
     ) -> None:
         if impl not in IMPLS:
             raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
         self.capture, self.layer, self.group, self.impl = capture, layer, group, impl
+        self.upcast = bool(upcast)
 
     def __call__(
         self,
@@ -209,9 +219,8 @@ class CaptureAttnProcessor:
         else:
             out = None
         if out is None:
-            out = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
-            )
+            out = sdpa(query, key, value, attention_mask, attn.scale,
+                       upcast=self.upcast and bool(getattr(attn, "upcast_attention", False)))
         hidden_states = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -220,6 +229,25 @@ class CaptureAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+def sdpa(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float,
+    upcast: bool,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; with ``upcast`` and a bf16/fp16 query, from fp32 inputs with
+    autocast off (scores, softmax and the weighted sum in fp32), returned in the query's dtype."""
+    if not (upcast and query.dtype in REDUCED):
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False, scale=scale
+        )
+    if mask is not None and mask.is_floating_point():
+        mask = mask.float()
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        out = F.scaled_dot_product_attention(
+            query.float(), key.float(), value.float(), attn_mask=mask, dropout_p=0.0, is_causal=False, scale=scale
+        )
+    return out.to(query.dtype)
 
 
 def naive_head_maps(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:

@@ -179,10 +179,17 @@ class InterSimilarity(nn.Module):
             sim = torch.matmul(ref, tgt.transpose(1, 2)) * (c**-0.5)
             return sim.softmax(dim=-1)
 
-    def forward(self, roi_tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Inter-similarity map [B, 1, h, w]."""
+    def forward(
+        self, roi_tokens: torch.Tensor, target: torch.Tensor, token_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Inter-similarity map [B, 1, h, w]: the sum of the K token maps (official), or their
+        weighted sum with ``token_weights`` [K] (e.g. 1/R per token for the mean over R references)."""
         b, _, h, w = target.shape
-        return self.token_probs(roi_tokens, target).sum(dim=1).reshape(b, 1, h, w)
+        probs = self.token_probs(roi_tokens, target)
+        if token_weights is None:
+            return probs.sum(dim=1).reshape(b, 1, h, w)
+        w_k = token_weights.to(probs.device, probs.dtype).reshape(1, -1, 1)
+        return (probs * w_k).sum(dim=1).reshape(b, 1, h, w)
 
 
 class MultiScaleFeatureFusion(nn.Module):
@@ -256,6 +263,7 @@ class InContextDecoder(nn.Module):
         ft_matting: Sequence[torch.Tensor],
         attn: Sequence[torch.Tensor],
         roi_tokens: torch.Tensor,
+        roi_weights: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """Predict the target alpha.
 
@@ -264,9 +272,11 @@ class InContextDecoder(nn.Module):
         - ``ft_matting``: (up block 0, up block 1) features, low resolution first.
         - ``attn``: self-attention maps (low, high), each [B, r, r, r²].
         - ``roi_tokens``: reference RoI tokens [K, C] (see :mod:`methods.iconmatting.roi`).
+        - ``roi_weights``: optional [K] weights of the token maps in the inter-similarity
+          (``None``: the official plain sum).
         """
         fusion = self.in_context_fusion
-        inter = fusion.attn_module(roi_tokens, ft_cor)
+        inter = fusion.attn_module(roi_tokens, ft_cor, roi_weights)
         intra = fusion.intra_similarity(inter, attn)
         branches = []
         for i, ft in enumerate(ft_matting):

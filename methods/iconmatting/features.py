@@ -10,10 +10,12 @@ The pass stops as soon as the last needed output exists: after up block 1 for a 
 (no maps), after the last ``up_blocks.2`` self-attention for a target; up block 3,
 ``conv_norm_out`` and ``conv_out`` never run.
 
-Noise is drawn on the CPU from a ``torch.Generator`` seeded per image with ``noise_seed``
-(VAE posterior ε first, then the diffusion noise), so features are a deterministic function
-of (image, seed) on any backend and independent of batch composition. Both draws can be
-injected for parity with recorded official noise.
+Noise is drawn on the CPU from one ``torch.Generator`` per image (VAE posterior ε first, then
+the diffusion noise), so features are a deterministic function of (image, that image's seed)
+on any backend and independent of batch composition. The caller gives each image its seed
+(the method derives it with :func:`image_seed` from ``noise_seed``, the episode seed, the
+image's role and its sample id); without one every image uses ``noise_seed``. Both draws can
+be injected for parity with recorded official noise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,14 @@ DOWN_TYPES = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBloc
 UP_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
 #: Official capture layers per resolution group (self-attention ``attn1`` inside these blocks).
 CAPTURE_BLOCKS = {"low": ("down_blocks.2.", "up_blocks.1."), "high": ("down_blocks.1.", "up_blocks.2.")}
+
+
+def image_seed(noise_seed: int, episode_seed: int, role: str, sample_id: str, stream: str = "noise") -> int:
+    """A 64-bit seed for one image's generator: SHA-256 over (stream, noise_seed, episode seed, role,
+    sample id), the scheme of ``benchmark/seeding.py`` (never Python's ``hash``, so it is the same in
+    every process and on every platform). Reference and target of one sample get different seeds."""
+    text = "\x1f".join(["iconmatting", stream, str(int(noise_seed)), str(int(episode_seed)), role, str(sample_id)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 class SDModelError(ValueError):
@@ -61,6 +71,9 @@ class ExtractorSettings:
     vae_per_member: bool = False
     #: Run the UNet on channels-last latents (what the official CPU run did; fast on GPUs too).
     channels_last: bool = True
+    #: Honour the UNet config's ``upcast_attention`` in bf16/fp16: SDPA from fp32 inputs in those
+    #: layers (SD 2.1 asks for it). False is the fast path (attention in the working dtype).
+    upcast_attention: bool = True
 
     @classmethod
     def official_numerics(cls, **overrides) -> ExtractorSettings:
@@ -238,16 +251,16 @@ class SDFeatureExtractor(nn.Module):
         self.capture = AttentionCapture(self.settings.attn_chunk_bytes)
         self._up_out: dict[int, torch.Tensor] = {}
         self._groups: dict[str, list[str]] = {"low": [], "high": []}
-        impl = self.settings.attention_impl
+        impl, upcast = self.settings.attention_impl, self.settings.upcast_attention
         for name, module in self.unet.named_modules():
             if not hasattr(module, "set_processor"):
                 continue
             group = next((g for g, pre in CAPTURE_BLOCKS.items() if name.startswith(pre)), None)
             if name.endswith("attn1") and group is not None:
-                module.set_processor(CaptureAttnProcessor(self.capture, name, group, impl))
+                module.set_processor(CaptureAttnProcessor(self.capture, name, group, impl, upcast))
                 self._groups[group].append(name)
-            elif impl == "math":
-                module.set_processor(CaptureAttnProcessor(None, impl=impl))
+            else:  # every other UNet attention: honours upcast_attention (diffusers' SDPA processor does not)
+                module.set_processor(CaptureAttnProcessor(None, impl=impl, upcast=upcast))
         if impl == "math":
             for module in self.vae.modules():
                 if hasattr(module, "set_processor"):
@@ -295,6 +308,13 @@ class SDFeatureExtractor(nn.Module):
         return self.prompt_embeds.device
 
     @property
+    def attention_fp32(self) -> bool:
+        """True when every UNet attention output is computed in fp32 (fp32 run, ``math``, or upcast honoured)."""
+        if self.dtype == torch.float32 or self.settings.attention_impl == "math":
+            return True
+        return self.settings.upcast_attention and bool(getattr(self.unet.config, "upcast_attention", False))
+
+    @property
     def feature_channels(self) -> tuple[int, int]:
         """Output channels of up blocks 0 and 1 (1280, 1280 for SD 2.1)."""
         chans = list(reversed(self.unet.config.block_out_channels))
@@ -308,22 +328,34 @@ class SDFeatureExtractor(nn.Module):
         return hook
 
     # ------------------------------------------------------------------ noise and latents
-    def draw_noise(self, batch: int, latent_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image: a CPU generator seeded with ``noise_seed`` draws ε then the diffusion noise."""
+    def _seeds(self, batch: int, seeds: Sequence[int] | None) -> list[int]:
+        if seeds is None:
+            return [int(self.settings.noise_seed)] * batch
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} noise seed(s) for {batch} image(s)")
+        return [int(s) for s in seeds]
+
+    def draw_noise(self, seeds: Sequence[int], latent_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: a CPU generator seeded with that image's seed draws ε then the diffusion noise.
+
+        Returns ([B·E, C, h, w] ε, [B·E, C, h, w] noise), image b's members at b·E … b·E + E − 1."""
         e = self.settings.ensemble_size
         shape = (e, self.unet.config.in_channels, *latent_hw)
         eps, noise = [], []
-        for _ in range(batch):
-            g = torch.Generator().manual_seed(int(self.settings.noise_seed))
+        for seed in seeds:
+            g = torch.Generator().manual_seed(int(seed))
             eps.append(torch.randn(shape, generator=g))
             noise.append(torch.randn(shape, generator=g))
         return torch.cat(eps), torch.cat(noise)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, eps: torch.Tensor | None = None, seeds: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Scaled latents [B·E, 4, h, w] (member order b·E + e), posterior sample or mean.
 
-        The VAE runs once per image in fp32; the ensemble copies share its mean/std.
+        The VAE runs once per image in fp32; the ensemble copies share its mean/std. ``eps``
+        replaces the seeded draw (``seeds``: one per image, default ``noise_seed`` for all).
         """
         e = self.settings.ensemble_size
         images = images.to(self.device, torch.float32)
@@ -337,7 +369,7 @@ class SDFeatureExtractor(nn.Module):
             z = mean
         else:
             if eps is None:
-                eps = self.draw_noise(images.shape[0], tuple(mean.shape[-2:]))[0]
+                eps = self.draw_noise(self._seeds(images.shape[0], seeds), tuple(mean.shape[-2:]))[0]
             z = mean + std * eps.to(mean.device, mean.dtype)
         return (z * self.vae.config.scaling_factor).contiguous()
 
@@ -351,7 +383,7 @@ class SDFeatureExtractor(nn.Module):
         layers = [name for g in groups for name in self._groups[g]]
         self._up_out = {}
         self.capture.begin(self.settings.ensemble_size, layers, [f"up{i}" for i in up], stop_early=True)
-        use_amp = self.device.type == "cuda" and self.dtype != torch.float32
+        use_amp = self.dtype != torch.float32  # bf16/fp16 autocast (CUDA, and CPU for tests/measurements)
         try:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=use_amp):
                 self.unet(noisy, t, encoder_hidden_states=emb)
@@ -366,13 +398,13 @@ class SDFeatureExtractor(nn.Module):
         e = self.settings.ensemble_size
         return x.float().reshape(-1, e, *x.shape[1:]).mean(dim=1)
 
-    def _prepare(self, images, eps, noise, latents):
+    def _prepare(self, images, eps, noise, latents, seeds):
         images = images.to(self.device, torch.float32)
         if images.shape[-1] % 64 or images.shape[-2] % 64:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of 64")
         if eps is None or noise is None:
             lat_hw = (images.shape[-2] // 8, images.shape[-1] // 8)
-            d_eps, d_noise = self.draw_noise(images.shape[0], lat_hw)
+            d_eps, d_noise = self.draw_noise(self._seeds(images.shape[0], seeds), lat_hw)
             eps = d_eps if eps is None else eps
             noise = d_noise if noise is None else noise
         return (self.encode(images, eps) if latents is None else latents.to(self.device)), noise
@@ -385,14 +417,16 @@ class SDFeatureExtractor(nn.Module):
         noise: torch.Tensor | None = None,
         with_attention: bool = False,
         latents: torch.Tensor | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(up block 1 ensemble mean [B, C, h, w], high-resolution attention [B, N, N] or None).
 
         Without attention the pass stops right after up block 1. ``eps``/``noise``
-        ([B·E, 4, h, w]) replace the seeded draws; ``latents`` (from :meth:`encode`) skips the VAE.
+        ([B·E, 4, h, w]) replace the seeded draws (``seeds``: one per image); ``latents``
+        (from :meth:`encode`) skips the VAE.
         """
         self.calls["reference"] += images.shape[0]
-        latents, noise = self._prepare(images, eps, noise, latents)
+        latents, noise = self._prepare(images, eps, noise, latents, seeds)
         self._unet_pass(latents, noise, ("high",) if with_attention else (), (1,))
         ft = self._ensemble_mean(self._up_out[1])
         return ft, (self.capture.mean("high") if with_attention else None)
@@ -404,10 +438,11 @@ class SDFeatureExtractor(nn.Module):
         eps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         latents: torch.Tensor | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> TargetFeatures:
-        """Features and both attention maps of a target batch [B, 3, S, S] in [-1, 1]."""
+        """Features and both attention maps of a target batch [B, 3, S, S] in [-1, 1] (``seeds``: one per image)."""
         self.calls["target"] += images.shape[0]
-        latents, noise = self._prepare(images, eps, noise, latents)
+        latents, noise = self._prepare(images, eps, noise, latents, seeds)
         self._unet_pass(latents, noise, ("low", "high"), (0, 1))
         up0, up1 = self._ensemble_mean(self._up_out[0]), self._ensemble_mean(self._up_out[1])
         attn = []

@@ -3,6 +3,10 @@
 ``prepare`` encodes the episode's reference(s) once (one SD pass per reference batch) and
 keeps only their RoI tokens; ``predict`` runs the SD pass and the decoder on batches of
 targets and maps each prediction back to the target's full resolution.
+
+Randomness: every image's noise generator (and, for ``interpolation=official_random``, its
+interpolation draw) is seeded by :func:`~.features.image_seed` from the configured seed, the
+episode seed given to ``prepare``, the image's role (``reference``/``target``) and its sample id.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,12 @@ from methods.base import BaseMethod, MethodError, MethodInfo, Reference, Target
 
 from .checkpoint import file_digest, load_decoder_weights
 from .decoder import DecoderConfig, InContextDecoder
-from .features import SD21_REPO, ExtractorSettings, SDFeatureExtractor, folder_fingerprint
+from .features import SD21_REPO, ExtractorSettings, SDFeatureExtractor, folder_fingerprint, image_seed
 from .preprocess import (
     CROP_FILLS,
     INTERPOLATIONS,
     MODES,
+    QUANTIZE,
     alpha_from_frame,
     alpha_to_frame,
     image_to_frame,
@@ -41,6 +45,11 @@ from .tiny import randomize_decoder_
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+ROI_COMBINE = ("sum", "mean")
+#: Version of the seeding scheme, part of the fingerprint: runs made with another scheme (v1: one
+#: ``noise_seed`` for every image and role) are not mixed with these.
+NOISE_SCHEME = "v2: sha256(noise_seed, episode seed, role, sample id) per image"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -51,14 +60,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' → bf16 on CUDA, fp32 on CPU. Reduced precision is only used on CUDA (autocast)."""
+    """fp32 (default, official) | bf16 | fp16 (autocast, opt-in) | 'auto' (bf16 on CUDA, fp32 elsewhere).
+
+    Reduced precision runs the UNet and decoder under autocast on any device (CPU bf16 autocast is
+    slow and meant for tests and measurements); the VAE and the inter-similarity stay fp32."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"iconmatting: dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
-    if device.type != "cuda" and dtype != "fp32":
-        log.warning("iconmatting: dtype %s requested on %s; running fp32 (autocast is CUDA-only here)", dtype, device)
-        return torch.float32
     return DTYPES[dtype]
 
 
@@ -69,7 +78,10 @@ class IconMattingMethod(BaseMethod):
     ``sd_path`` (local diffusers folder or cached Hub id), ``checkpoint`` (official ``.ckpt``,
     plain state dict or safetensors), ``preprocess`` (``official768`` | ``full``),
     ``input_size`` (working square, 768 official), ``ensemble_size``/``timestep``/
-    ``noise_seed``/``posterior`` (feature extraction), ``batch_size`` (targets per SD pass).
+    ``noise_seed``/``posterior`` (feature extraction), ``batch_size`` (targets per SD pass),
+    ``dtype`` (fp32 default; bf16/fp16 opt-in), ``upcast_attention`` (honour the UNet config's
+    fp32 attention in bf16/fp16), ``roi_combine`` (``sum`` | ``mean`` over several references),
+    ``quantize`` (``round`` | ``truncate``: the official ×255 uint8 truncation).
     ``checkpoint=None`` requires ``allow_random_decoder=True`` and is for tests only.
     """
 
@@ -93,8 +105,10 @@ class IconMattingMethod(BaseMethod):
         interpolation: str = "fixed",
         interp_seed: int = 0,
         crop_fill: str = "edge",
+        quantize: str = "round",
         device: str = "auto",
-        dtype: str = "auto",
+        dtype: str = "fp32",
+        upcast_attention: bool = True,
         ensemble_size: int = 4,
         timestep: int = 200,
         noise_seed: int = 0,
@@ -106,6 +120,7 @@ class IconMattingMethod(BaseMethod):
         attention_impl: str = "sdpa",
         attn_chunk_mb: int = 32,
         prompt_top_m: int = 16,
+        roi_combine: str = "sum",
         trust_checkpoint: bool = False,
         allow_random_decoder: bool = False,
         decoder_seed: int = 0,
@@ -117,6 +132,10 @@ class IconMattingMethod(BaseMethod):
             raise ValueError(f"iconmatting: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         if crop_fill not in CROP_FILLS:
             raise ValueError(f"iconmatting: crop_fill must be one of {CROP_FILLS}, got {crop_fill!r}")
+        if quantize not in QUANTIZE:
+            raise ValueError(f"iconmatting: quantize must be one of {QUANTIZE}, got {quantize!r}")
+        if roi_combine not in ROI_COMBINE:
+            raise ValueError(f"iconmatting: roi_combine must be one of {ROI_COMBINE}, got {roi_combine!r}")
         if batch_size < 1:
             raise ValueError("iconmatting: batch_size must be >= 1")
         if checkpoint is None and not allow_random_decoder:
@@ -127,6 +146,7 @@ class IconMattingMethod(BaseMethod):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.preprocess, self.input_size, self.crop_fill = preprocess, int(input_size), crop_fill
+        self.quantize, self.roi_combine = quantize, roi_combine
         self.interpolation, self.interp_seed = interpolation, int(interp_seed)
         self.batch_size, self.prompt_top_m = int(batch_size), int(prompt_top_m)
         self.settings = ExtractorSettings(
@@ -136,6 +156,7 @@ class IconMattingMethod(BaseMethod):
             noise_seed=int(noise_seed),
             attention_impl=attention_impl,
             attn_chunk_bytes=int(attn_chunk_mb) << 20,
+            upcast_attention=bool(upcast_attention),
         )
         self.extractor = SDFeatureExtractor.from_pretrained(
             sd_path or SD21_REPO,
@@ -151,6 +172,8 @@ class IconMattingMethod(BaseMethod):
         self._decoder_seed = int(decoder_seed) if checkpoint is None else None
         self._fingerprint: str | None = None
         self._roi_tokens: torch.Tensor | None = None
+        self._roi_weights: torch.Tensor | None = None
+        self._closed = False
         if compile:
             self._compile()
 
@@ -172,10 +195,14 @@ class IconMattingMethod(BaseMethod):
                 module.compile()
 
     # ------------------------------------------------------------------ helpers
+    def noise_seed_for(self, sample_id: str, role: str) -> int:
+        """Seed of this image's noise generator in the current episode (``prepare``'s seed)."""
+        return image_seed(self.settings.noise_seed, self.seed, role, sample_id)
+
     def _rng(self, sample_id: str, role: str) -> np.random.Generator | None:
         if self.interpolation != "official_random":
             return None
-        return np.random.default_rng([self.interp_seed, zlib.crc32(f"{role}:{sample_id}".encode())])
+        return np.random.default_rng(image_seed(self.interp_seed, self.seed, role, sample_id, stream="interpolation"))
 
     def _image(self, sample_id: str, image: np.ndarray, role: str):
         frame = make_frame(image.shape[:2], self.input_size, self.preprocess)
@@ -184,14 +211,15 @@ class IconMattingMethod(BaseMethod):
         return frame, torch.from_numpy(tensor), rng
 
     def _autocast(self):
-        enabled = self.device.type == "cuda" and self.dtype != torch.float32
+        enabled = self.dtype != torch.float32
         return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
 
     # ------------------------------------------------------------------ protocol
     def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
         """Encode the reference(s) once and keep their RoI tokens for the episode."""
+        self._check_open()
         super().prepare(references, seed=seed)
-        self._roi_tokens = None
+        self._roi_tokens = self._roi_weights = None
         images, prompts = [], []
         for ref in references:
             if ref.image.shape[:2] != tuple(ref.prompt.shape):
@@ -205,7 +233,8 @@ class IconMattingMethod(BaseMethod):
             else:
                 prompts.append(torch.from_numpy(labels_to_frame(ref.prompt.labels(), frame)))
         sparse = any(r.prompt.kind != "mask" for r in references)
-        ft, attn = self.extractor.reference_features(torch.stack(images), with_attention=sparse)
+        seeds = [self.noise_seed_for(r.sample_id, "reference") for r in references]
+        ft, attn = self.extractor.reference_features(torch.stack(images), with_attention=sparse, seeds=seeds)
         grid = (ft.shape[-2], ft.shape[-1])
         tokens, report = [], []
         for i, ref in enumerate(references):
@@ -228,10 +257,21 @@ class IconMattingMethod(BaseMethod):
             )
         log.debug("iconmatting: RoI tokens %s", "; ".join(report))
         self._roi_tokens = torch.cat(tokens).to(self.device)
+        self._roi_weights = self._token_weights([t.shape[0] for t in tokens])
+
+    def _token_weights(self, counts: list[int]) -> torch.Tensor | None:
+        """Weights of the token maps in the inter-similarity: ``None`` (plain sum over all tokens of
+        all references) for ``roi_combine=sum`` or one reference; for ``mean``, 1/R per token, R =
+        the references that have tokens, so the map is the mean of the per-reference (official) sums."""
+        used = [k for k in counts if k > 0]
+        if self.roi_combine == "sum" or len(used) < 2:
+            return None
+        return torch.full((sum(used),), 1.0 / len(used), dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def predict(self, targets: Sequence[Target]) -> list[np.ndarray]:
         """Alpha (float32, [0, 1], target H×W) for every target; batches of ``batch_size``."""
+        self._check_open()
         _ = self.references  # raises if prepare() was not called
         if self._roi_tokens is None:
             raise MethodError("iconmatting: predict() called before a successful prepare()")
@@ -244,15 +284,35 @@ class IconMattingMethod(BaseMethod):
                 frames.append(frame)
                 images.append(tensor)
             batch = torch.stack(images).to(self.device)
-            feats = self.extractor.target_features(batch)
+            seeds = [self.noise_seed_for(t.sample_id, "target") for t in chunk]
+            feats = self.extractor.target_features(batch, seeds=seeds)
             with self._autocast():
-                res = self.decoder(batch, feats.ft_cor, feats.ft_matting, feats.attn, self._roi_tokens)
+                res = self.decoder(batch, feats.ft_cor, feats.ft_matting, feats.attn, self._roi_tokens,
+                                   self._roi_weights)
             alpha = res.alpha.float().clamp(0, 1).cpu().numpy()[:, 0]
-            out.extend(alpha_from_frame(a, f, self.crop_fill) for a, f in zip(alpha, frames, strict=True))
+            out.extend(alpha_from_frame(a, f, self.crop_fill, self.quantize)
+                       for a, f in zip(alpha, frames, strict=True))
         return out
 
     def predict_one(self, target: Target) -> np.ndarray:
         return self.predict([target])[0]
+
+    def close(self) -> None:
+        """Release the SD models, the decoder and the episode state (and cached CUDA memory).
+
+        The fingerprint stays available; ``prepare``/``predict`` afterwards raise :class:`MethodError`."""
+        if self._closed:
+            return
+        self.fingerprint()
+        self._closed = True
+        self._roi_tokens = self._roi_weights = None
+        del self.extractor, self.decoder
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MethodError("iconmatting: the method was closed")
 
     # ------------------------------------------------------------------ identity
     def settings_dict(self) -> dict[str, Any]:
@@ -263,10 +323,16 @@ class IconMattingMethod(BaseMethod):
             "interpolation": self.interpolation,
             "interp_seed": self.interp_seed if self.interpolation == "official_random" else None,
             "crop_fill": self.crop_fill,
-            # the attention kernel and its chunk size schedule the same maths: not identity
+            "quantize": self.quantize,
+            "dtype": DTYPE_NAMES[self.dtype],
+            # the attention kernel, its chunk size and the upcast flag schedule the same maths unless
+            # the attention really runs in bf16/fp16: identity is the precision it runs in
+            "attention_precision": "fp32" if self.extractor.attention_fp32 else DTYPE_NAMES[self.dtype],
             "extractor": {k: v for k, v in vars(self.settings).items()
-                          if k not in ("attn_chunk_bytes", "attention_impl")},
+                          if k not in ("attn_chunk_bytes", "attention_impl", "upcast_attention")},
+            "noise": NOISE_SCHEME,
             "prompt_top_m": self.prompt_top_m,
+            "roi_combine": self.roi_combine,
             "random_decoder_seed": self._decoder_seed,
         }
 

@@ -9,12 +9,17 @@ so the official weights only work on a square ``size``×``size`` frame. Two mode
   CUBIC, LANCZOS4} like the official loader, from a seeded generator. Back-mapping:
   ``crop_fill="edge"`` (default) resizes the prediction into its crop window and fills the
   cut-off sides by repeating the window's border rows/columns; ``"zero"`` fills 0;
-  ``"stretch"`` emulates the official code (the square stretched over the whole frame,
-  misaligned for non-square images).
+  ``"stretch"`` emulates the official code (``validation_step_end``: the square stretched over
+  the whole frame with torch's bilinear, align_corners=False; misaligned for non-square images).
 - ``full``: letterbox. The whole image is resized so its long side is ``size`` (keeping the
   aspect ratio) and centred on a ``size``×``size`` canvas padded with 0 (mid-grey in
   [−1, 1]); the reference prompt is padded with background. The prediction's valid window
   is resized back to the full target, so every pixel of a non-square image is predicted.
+
+Quantisation (``quantize``): ``round`` returns the float alpha (the runner rounds it to
+uint8); ``truncate`` returns the official uint8 levels ``floor(255·alpha)/255`` (for
+``stretch`` in the official order: ×255, resize, truncate), which the runner's rounding
+keeps exactly.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 MODES = ("official768", "full")
 CROP_FILLS = ("edge", "zero", "stretch")
 INTERPOLATIONS = ("fixed", "official_random")
+QUANTIZE = ("round", "truncate")
 OFFICIAL_INTERPS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4)
 
 
@@ -122,20 +130,44 @@ def labels_to_frame(labels: np.ndarray, frame: Frame) -> np.ndarray:
     return out
 
 
-def alpha_from_frame(pred: np.ndarray, frame: Frame, crop_fill: str = "edge") -> np.ndarray:
-    """[size, size] prediction → float32 H×W alpha for the original image."""
+def truncate_levels(alpha: np.ndarray) -> np.ndarray:
+    """float alpha → float32 ``floor(255·alpha)/255`` (the official uint8 truncation, as a float).
+
+    Each value is ``k/255`` in float32, and ``rint(255·(k/255))`` is ``k`` for every k in 0…255, so
+    the runner's rounding quantiser reproduces the truncated uint8 exactly."""
+    scaled = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0) * np.float32(255.0)
+    return (np.floor(scaled) / np.float32(255.0)).astype(np.float32)
+
+
+def official_stretch(pred: np.ndarray, shape: tuple[int, int], truncate: bool) -> np.ndarray:
+    """The official back-mapping (``validation_step_end``): ``pred·255`` (with ``truncate``), torch
+    bilinear (align_corners=False) resize of the whole square to (H, W), uint8 truncation."""
+    t = torch.from_numpy(np.ascontiguousarray(pred, np.float32)).reshape(1, 1, *pred.shape[-2:])
+    if truncate:
+        t = t * 255.0
+    out = F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
+    if truncate:
+        return (np.floor(np.clip(out, 0.0, 255.0)) / np.float32(255.0)).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def alpha_from_frame(pred: np.ndarray, frame: Frame, crop_fill: str = "edge", quantize: str = "round") -> np.ndarray:
+    """[size, size] prediction → float32 H×W alpha for the original image (``quantize``: module docstring)."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    if crop_fill not in CROP_FILLS:
+        raise ValueError(f"crop_fill must be one of {CROP_FILLS}, got {crop_fill!r}")
+    truncate = quantize == "truncate"
     h, w = frame.shape
     pred = np.asarray(pred, np.float32)
     if frame.mode == "full":
         y0, x0, ph, pw = frame.dst
         out = cv2.resize(np.ascontiguousarray(pred[y0 : y0 + ph, x0 : x0 + pw]), (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.clip(out, 0.0, 1.0)
-    if crop_fill == "stretch":
-        return np.clip(cv2.resize(pred, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-    if crop_fill not in CROP_FILLS:
-        raise ValueError(f"crop_fill must be one of {CROP_FILLS}, got {crop_fill!r}")
-    sy, sx, sh, sw = frame.src
-    window = cv2.resize(pred, (sw, sh), interpolation=cv2.INTER_LINEAR)
-    border = cv2.BORDER_REPLICATE if crop_fill == "edge" else cv2.BORDER_CONSTANT
-    out = cv2.copyMakeBorder(window, sy, h - sy - sh, sx, w - sx - sw, border, value=0)
-    return np.clip(out, 0.0, 1.0)
+    elif crop_fill == "stretch":
+        return official_stretch(pred, (h, w), truncate)
+    else:
+        sy, sx, sh, sw = frame.src
+        window = cv2.resize(pred, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        border = cv2.BORDER_REPLICATE if crop_fill == "edge" else cv2.BORDER_CONSTANT
+        out = cv2.copyMakeBorder(window, sy, h - sy - sh, sx, w - sx - sw, border, value=0)
+    return truncate_levels(out) if truncate else np.clip(out, 0.0, 1.0)
