@@ -50,7 +50,8 @@ def _interrupted(stats: RunStats | None, exc: KeyboardInterrupt, out_dir: str, o
 
 def _report(cfg: DictConfig, stats: RunStats, out_dir: str) -> int:
     """Print the summary and the leaderboard; the job's exit status."""
-    print(f"{cfg.method.name} on {cfg.dataset.name} ({cfg.prompt.kind}): {stats.episodes_total} episodes "
+    label = cfg.method.get("label") or cfg.method.name
+    print(f"{label} on {cfg.dataset.name} ({cfg.prompt.kind}): {stats.episodes_total} episodes "
           f"({stats.episodes_resumed} resumed), {stats.targets} new targets scored, {stats.errors} error rows, "
           f"{stats.wall_s:.1f} s → {out_dir}/leaderboard.csv")
     print(RunDir(out_dir).leaderboard_md.read_text(), end="")

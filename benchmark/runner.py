@@ -181,6 +181,8 @@ class Runner:
         validate_runner(self.r)
         self.hydra_files = dict(hydra_files or {})
         self.method_name, self.method_params = _split(self.cfg["method"], "name")
+        #: the name results and leaderboards show (a preset such as iconmatting_official sets it)
+        self.method_label = str(self.method_params.pop("label", None) or self.method_name)
         self.dataset_name, self.dataset_params = _split(self.cfg["dataset"], "name")
         self.prompt_kind, self.prompt_params = _split(self.cfg["prompt"], "kind")
         self.info: MethodInfo = method_info(METHODS.get(self.method_name), self.method_params)
@@ -206,7 +208,8 @@ class Runner:
         """What determines the numbers of this run folder (paths, device, batch size, workers do not)."""
         ident = {
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
-            "method": {"name": self.method_name, "settings": self.info.result_settings(self.method_params)},
+            "method": {"name": self.method_name, "label": self.method_label,
+                       "settings": self.info.result_settings(self.method_params)},
             "prompt": self.cfg["prompt"], "runner": {k: self.r[k] for k in RUNNER_RESULT_KEYS},
         }
         return json.loads(json.dumps(ident, default=str))  # as it reads back from run.json
@@ -330,7 +333,7 @@ class Runner:
         derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
         # With several workers, as many threads decode upcoming images in the background.
         cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=n if n > 1 else 0)
-        self._progress = _progress(sum(len(w.targets) for w in work), f"{self.method_name} on {self.dataset_name}",
+        self._progress = _progress(sum(len(w.targets) for w in work), f"{self.method_label} on {self.dataset_name}",
                                    self.r.get("progress", "auto"))
         flights: deque[_Flight] = deque()
         try:
@@ -518,7 +521,7 @@ class Runner:
     # ----------------------------------------------------------------- rows
     def _row_base(self, dataset: Dataset, episode: Episode | None) -> dict[str, Any]:
         return {
-            "method": self.method_name, "method_hash": self._method_hash or "", "dataset": dataset.name,
+            "method": self.method_label, "method_hash": self._method_hash or "", "dataset": dataset.name,
             "dataset_hash": dataset.fingerprint, "protocol": self.r["protocol"], "prompt": self.prompt_kind,
             "guidance": self.guidance_kind, "round": episode.round if episode else "",
             "group": episode.group if episode else "",

@@ -247,3 +247,28 @@ def test_per_image_guidance_end_to_end_with_a_tiny_iconmatting(tmp_path):
     assert len(rows) == 4 and all(r["references"] == r["target"] and r["guidance"] == "per_image" for r in rows)
     (board,) = leaderboard([tmp_path / "out"])
     assert board["guidance"] == "per_image" and board["complete"] == 1
+
+
+def test_the_official_preset_sets_method_and_runner_choices_and_names_its_rows():
+    cfg = compose_config("method=iconmatting_official")
+    assert cfg["method"]["name"] == "iconmatting" and cfg["method"]["label"] == "iconmatting_official"
+    assert cfg["method"]["crop_fill"] == "stretch" and cfg["method"]["quantize"] == "truncate"
+    assert cfg["runner"]["protocol"] == "official" and cfg["runner"]["resolution"] == "official768"
+    assert compose_config("method=iconmatting_official", "runner.protocol=paper")["runner"]["protocol"] == "paper"
+    assert compose_config("method=iconmatting")["runner"]["protocol"] == "paper"
+
+
+@pytest.mark.slow
+def test_the_official_preset_runs_and_is_recorded_in_every_row(tmp_path):
+    pytest.importorskip("torch")
+    from methods.iconmatting.tiny import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd", seed=0)
+    data = make_folder_dataset(tmp_path / "data", groups=1, per_group=2, size=(60, 90))
+    run(tmp_path / "out", "method=iconmatting_official", f"method.sd_path={sd}", "+method.allow_random_decoder=true",
+        "method.input_size=128", "method.ensemble_size=1", "method.device=cpu", "method.check_sd21=false",
+        f"method.prompt_embeds_file={tmp_path / 'e.safetensors'}", "dataset=folder", f"dataset.root={data}",
+        "runner.rounds=1", "runner.regions=[whole]")
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert rows and all(r["method"] == "iconmatting_official" and r["protocol"] == "official"
+                        and r["resolution"] == "official768" and r["status"] == "ok" for r in rows)
