@@ -272,3 +272,16 @@ def test_the_official_preset_runs_and_is_recorded_in_every_row(tmp_path):
     rows = read_rows(tmp_path / "out" / "results.csv")
     assert rows and all(r["method"] == "iconmatting_official" and r["protocol"] == "official"
                         and r["resolution"] == "official768" and r["status"] == "ok" for r in rows)
+
+
+def test_leaderboard_quoted_rows_are_marked_and_kept_out_of_the_means(tmp_path, icm58_dev, capsys):
+    out = tmp_path / "run"
+    run(out, "method=reference_mask", "dataset=icm57", f"dataset.root={icm58_dev}",
+        f"dataset.groups={icm58_dev / 'icm58-dev.json'}", "runner.rounds=1", "runner.regions=[whole]")
+    measured = leaderboard([out])
+    assert leaderboard_main([str(out), "--quoted"]) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert sum("| measured |" in line for line in lines) == len(measured) == 1
+    assert any("SegGPT" in line and "quoted (Table 2)" in line and "38.810" in line for line in lines)
+    assert leaderboard([out]) == measured  # quoted rows never enter the measured ones
