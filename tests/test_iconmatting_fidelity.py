@@ -134,7 +134,10 @@ def test_noise_independent_of_batch_order(method: IconMattingMethod, tiny_sd: Pa
 # --------------------------------------------------------------------------- 2. the official preset
 def test_official_config_sets_the_official_choices() -> None:
     default = yaml.safe_load((CONF / "iconmatting.yaml").read_text())
-    official = yaml.safe_load((CONF / "iconmatting_official.yaml").read_text())
+    preset = yaml.safe_load((CONF / "iconmatting_official.yaml").read_text())  # a _global_ package
+    official = dict(preset["method"])
+    assert official.pop("label") == "iconmatting_official"
+    assert preset["runner"] == {"protocol": "official", "resolution": "official768"}
     assert official["name"] == default["name"] == "iconmatting"
     assert set(official) == set(default)  # every key set explicitly, none unknown
     expected = {"preprocess": "official768", "input_size": 768, "interpolation": "official_random",
@@ -225,8 +228,8 @@ def test_method_official_back_mapping_on_a_non_square_target(tiny_sd: Path, embe
 
 
 def test_official_preset_builds_and_predicts(tiny_sd: Path, embeds: Path) -> None:
-    params = yaml.safe_load((CONF / "iconmatting_official.yaml").read_text())
-    params.pop("name")
+    params = dict(yaml.safe_load((CONF / "iconmatting_official.yaml").read_text())["method"])
+    params.pop("name"), params.pop("label")
     params.update(sd_path=str(tiny_sd), checkpoint=None, allow_random_decoder=True, input_size=SIZE,
                   device="cpu", prompt_embeds_file=str(embeds), ensemble_size=1)
     m = IconMattingMethod(**params)
