@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 OVERRIDES_RESOLVER = "icm_overrides"
 SHARD_SUFFIX_RESOLVER = "icm_shard_suffix"
+RUN_SUFFIX_RESOLVER = "icm_run_suffix"
 EMPTY_NAME = "default"
 MAX_NAME = 200  # bytes; file names stop at 255, the tail becomes a hash beyond this
 PREFIX_GROUPS = frozenset({"method", "dataset", "prompt", "hydra"})
@@ -93,6 +94,18 @@ def shard_suffix(shard: object, num_shards: object) -> str:
     return f"-shard{int(shard)}of{int(num_shards)}" if int(num_shards) > 1 else ""
 
 
+def run_suffix(shard: object, num_shards: object, guidance: object = "group", references: object = 1,
+               max_references: object = None) -> str:
+    """The run folder's tail for settings that make another table of the paper: ``-per_image``
+    (Table 4's IconMatting*), ``-k<k>`` or ``-k<k>of<K>`` (Table 6), then :func:`shard_suffix`."""
+    out = "" if str(guidance) in ("group", "None") else f"-{guidance}"
+    if max_references not in (None, "None"):
+        out += f"-k{int(references)}of{int(max_references)}"
+    elif int(references) > 1:
+        out += f"-k{int(references)}"
+    return out + shard_suffix(shard, num_shards)
+
+
 def _task_overrides(root: DictConfig | None) -> list[str]:
     task = OmegaConf.select(root, "hydra.overrides.task", default=None) if root is not None else None
     if task is None:
@@ -120,6 +133,7 @@ def register() -> None:
     """Register both resolvers (replacing earlier registrations; results are never cached)."""
     OmegaConf.register_new_resolver(OVERRIDES_RESOLVER, _overrides_resolver, replace=True)
     OmegaConf.register_new_resolver(SHARD_SUFFIX_RESOLVER, shard_suffix, replace=True)
+    OmegaConf.register_new_resolver(RUN_SUFFIX_RESOLVER, run_suffix, replace=True)
 
 
 register()

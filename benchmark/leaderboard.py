@@ -30,11 +30,13 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.io import atomic_write_text
-from benchmark.rundir import RunDir, RunDirError
+from benchmark.rundir import RESULT_COLUMNS, RunDir, RunDirError, identity_changes
 from benchmark.scoring import METRIC_NAMES
 
 UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
-BOARD_KEYS = ("method", "dataset", "prompt", "guidance", "protocol", "resolution", "metric_protocol", "region")
+#: ``references`` is the number of references per episode (k, paper Table 6), from the run's plan.
+BOARD_KEYS = ("method", "dataset", "prompt", "guidance", "references", "protocol", "resolution", "metric_protocol",
+              "region")
 COLUMNS = {m: f"{m} ({UNITS[m]})" for m in METRIC_NAMES}
 
 
@@ -55,10 +57,10 @@ def _read(run_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for i, root in enumerate(dict.fromkeys(Path(d).resolve() for d in run_dirs)):  # a folder twice counts once
         rd = RunDir(root)
         plan = rd.read_plan()
-        rows = list(rd.iter_results())
-        df = pd.DataFrame(rows, columns=list(rows[0]) if rows else None, dtype=str)
-        if "guidance" not in df:  # folders written before the guidance column
+        df = pd.DataFrame(list(rd.iter_results()), columns=list(RESULT_COLUMNS), dtype=str)  # may be empty
+        if df["guidance"].isna().all():  # folders written before the guidance column
             df["guidance"] = "in_context"
+        df["references"] = str(plan.identity["runner"].get("references", 1))  # k, not the reference ids
         df["_run"] = i
         frames.append(df)
         shard, n = plan.shard
@@ -71,16 +73,19 @@ def _read(run_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _check_mergeable(rows: pd.DataFrame, runs: pd.DataFrame) -> None:
     """Refuse folders that share a board row but not an identity, naming the differing keys."""
-    from benchmark.runner import identity_changes
-
     keys = rows.drop_duplicates(["_run", *BOARD_KEYS[:-1]])[["_run", *BOARD_KEYS[:-1]]]
     for _, group in keys.groupby(list(BOARD_KEYS[:-1]), sort=False):
         first, *others = [runs.loc[runs["_run"] == r].iloc[0] for r in group["_run"]]
+        seen = {first["shard"]: first["root"]}
         for other in others:
             changes = identity_changes(first["identity"], other["identity"])
             if changes:
                 raise LeaderboardError(f"{first['root']} and {other['root']} hold different runs of one board row "
                                        f"and are not merged: {'; '.join(changes)}")
+            if other["shard"] in seen:  # a copy of a shard, or one configuration run into two folders
+                raise LeaderboardError(f"{seen[other['shard']]} and {other['root']} hold the same shard "
+                                       f"{other['shard']} of one run; pass one of them")
+            seen[other["shard"]] = other["root"]
 
 
 def _rounds(per_round: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
@@ -160,12 +165,14 @@ def to_markdown(board: list[dict[str, object]], weighting: str = "group") -> str
     added when quoted rows are present)."""
     prefix = "image-weighted " if weighting == "image" else ""
     sourced = any("source" in row for row in board)
-    head = ["method", "dataset", "prompt", "guidance", "protocol", "region", *COLUMNS.values(), "groups", "targets",
+    head = ["method", "dataset", "prompt", "guidance", "references", "protocol", "region", *COLUMNS.values(), "groups",
+            "targets",
             "errors", "complete", *(["source"] if sourced else [])]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"(means {'over images' if prefix else 'over groups'}; ± std over rounds)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in board:
         cells = ["" if row.get(k) is None else str(row[k])
-                 for k in ("method", "dataset", "prompt", "guidance", "protocol", "region")]
+                 for k in ("method", "dataset", "prompt", "guidance", "references", "protocol", "region")]
         missing = row.get("missing") or {}
         cells += [_cell(row.get(f"{prefix}{COLUMNS[m]}", row.get(COLUMNS[m])), row.get(f"{prefix}{m} std"), m,
                         str(missing.get(m, "?"))) for m in METRIC_NAMES]

@@ -299,11 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     board: list[dict[str, Any]] = []
     if run_dirs:
+        from benchmark.leaderboard import LeaderboardError
         from benchmark.rundir import RunDirError
 
         try:
             board = _read_board(run_dirs)
-        except RunDirError as exc:
+        except (RunDirError, LeaderboardError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     sys.stdout.write(render(table, board))

@@ -59,6 +59,36 @@ def fmt_value(x: float) -> str:
     return "nan" if x != x else repr(float(x))
 
 
+#: Identity keys added later, with the value a run that lacks them had.
+IDENTITY_DEFAULTS = {"runner.max_references": None, "runner.guidance": "group"}
+
+
+def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two run identities, in words (dataset, method weights, which setting)."""
+    a = {**IDENTITY_DEFAULTS, **_flatten(old)}
+    b = {**IDENTITY_DEFAULTS, **_flatten(new)}
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        if key == "dataset.fingerprint":
+            out.append(f"the dataset changed (fingerprint {a.get(key)} → {b.get(key)}: its files, sizes or grouping)")
+        else:
+            name = key.replace("method.settings.", "method.")
+            out.append(f"{name}: {a.get(key, '(unset)')} → {b.get(key, '(unset)')}")
+    return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """The content of ``run.json``: what a run is (identity, config) and what it does (episodes)."""

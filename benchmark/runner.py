@@ -37,7 +37,7 @@ from benchmark.datasets import absolute_paths, load_dataset
 from benchmark.episodes import episode_seed, plan_episodes, shard_groups
 from benchmark.io import quantize_alpha, write_png
 from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
-from benchmark.rundir import RunDir, RunPlan, fmt_value
+from benchmark.rundir import RunDir, RunPlan, fmt_value, identity_changes
 from benchmark.scoring import METRIC_NAMES, REGIONS, ScoreJob, ScoreResult, score, trimap_for
 from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
@@ -119,31 +119,6 @@ def validate_runner(r: Mapping[str, Any]) -> None:
         raise RunConfigError(f"runner.workers must be ≥ 1 or null (the CPUs this process may use), got {r['workers']}")
 
 
-def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between two run identities, in words (dataset, method weights, which setting)."""
-    a, b = _flatten(old), _flatten(new)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) == b.get(key):
-            continue
-        if key == "dataset.fingerprint":
-            out.append(f"the dataset changed (fingerprint {a.get(key)} → {b.get(key)}: its files, sizes or grouping)")
-        else:
-            name = key.replace("method.settings.", "method.")
-            out.append(f"{name}: {a.get(key, '(unset)')} → {b.get(key, '(unset)')}")
-    return out
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def guidance_kind(method_guidance: str, runner_guidance: str) -> str:
     """What result rows record as guidance (paper Tables 2-4): ``in_context`` (one reference per
     group), ``per_image`` (every image its own reference, or a prompt on every target), ``trimap``,
@@ -208,8 +183,8 @@ class Runner:
         """What determines the numbers of this run folder (paths, device, batch size, workers do not)."""
         ident = {
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
-            "method": {"name": self.method_name, "label": self.method_label,
-                       "settings": self.info.result_settings(self.method_params)},
+            "method": {"name": self.method_name, "settings": self.info.result_settings(self.method_params),
+                       **({"label": self.method_label} if self.method_label != self.method_name else {})},
             "prompt": self.cfg["prompt"], "runner": {k: self.r[k] for k in RUNNER_RESULT_KEYS},
         }
         return json.loads(json.dumps(ident, default=str))  # as it reads back from run.json
@@ -217,9 +192,11 @@ class Runner:
     def plan(self, dataset: Dataset) -> tuple[list[Episode], list]:
         """This shard's episodes and skipped groups; invalid protocol settings are a RunConfigError."""
         try:
+            # an interactive method gets its prompt on every image: every image is a target, as per_image
+            guidance = "per_image" if self.info.guidance == "prompt" else self.r["guidance"]
             episodes, skipped = plan_episodes(dataset, self.r["protocol"], self.r["rounds"], self.r["references"],
                                               self.r["seed"], self.r["singletons"], self.r["max_references"],
-                                              self.r["guidance"])
+                                              guidance)
             mine = shard_groups(list(dataset.groups), self.r["shard"], self.r["num_shards"])
         except ValueError as exc:
             raise RunConfigError(f"runner: {exc}") from exc
@@ -512,9 +489,11 @@ class Runner:
                         path.name, prompt.shape, view.image.shape[:2])
         if view.alpha is None:
             raise PromptError(f"{role} '{view.sample.id}' has no matte to draw a prompt from")
-        name = view.sample.id if role == "reference" else f"{role}:{view.sample.id}"
+        # The same image gets the same prompt as a reference or as an interactive target (Table 4
+        # compares the two), and under the fixed protocol the same prompt in every round.
+        draw_round = 0 if self.r["protocol"] == "fixed" else episode.round
         prompt = make_prompt(self.prompt_kind, view.alpha, seed=self.r["seed"], group=episode.group,
-                             round_index=episode.round, reference=name, **self.prompt_params)
+                             round_index=draw_round, reference=view.sample.id, **self.prompt_params)
         save_prompt(path, prompt)
         return prompt
 

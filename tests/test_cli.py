@@ -19,7 +19,7 @@ def test_main_job_on_synthetic_then_resume(tmp_path):
            f"hydra.run.dir={tmp_path / 'run'}", "runner.rounds=2"]
     first = sh(*cmd)
     assert first.returncode == 0, first.stderr
-    assert "| constant | synthetic | mask | in_context | paper | whole |" in first.stdout
+    assert "| constant | synthetic | mask | in_context | 1 | paper | whole |" in first.stdout
     for name in ("results.csv", "leaderboard.csv", "leaderboard.md", ".hydra/config.yaml"):
         assert (tmp_path / "run" / name).is_file(), name
     results = (tmp_path / "run" / "results.csv").read_bytes()

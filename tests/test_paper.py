@@ -307,7 +307,10 @@ def test_cli_with_a_run_folder(folder_dataset, tmp_path, capsys):
     assert "| quoted (Table 2) | SegGPT |" in text and "without a quoted counterpart" not in text
 
     quoted = paper.quoted_for(board)
-    assert {r["source"] for r in quoted} == {"quoted (Table 2)", "quoted (Table 3)", "quoted (Table 4)"}
+    # one reference per episode: Table 6's k = 1 row matches too
+    assert {r["source"] for r in quoted} == {"quoted (Table 2)", "quoted (Table 3)", "quoted (Table 4)",
+                                             "quoted (Table 6)"}
+    assert [r["references"] for r in quoted if r["source"] == "quoted (Table 6)"] == [1]
     assert all(r["dataset"] == "icm57" and r["prompt"] == "mask" for r in quoted)
 
     assert paper.main(["Table 7", str(out)]) == 0  # no Table 7 row matches: listed apart

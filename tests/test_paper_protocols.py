@@ -3,7 +3,6 @@ references, per-image guidance, and a leaderboard that refuses to merge differen
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -167,8 +166,10 @@ def test_invalid_protocol_settings_are_refused_before_anything_is_written(tmp_pa
         run(tmp_path / "run", "method=constant", "dataset=folder", f"dataset.root={groups_of_six}",
             "runner.references=2", "runner.max_references=1")
     assert not (tmp_path / "run" / "run.json").exists()
-    plan = json.dumps(compose_config("runner.protocol=fixed")["runner"])
-    assert '"protocol": "fixed"' in plan
+    with pytest.raises(RunConfigError, match="unknown protocol 'fixd'"):
+        run(tmp_path / "run", "method=constant", "dataset=folder", f"dataset.root={groups_of_six}",
+            "runner.protocol=fixd")
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_icm57_reports_its_groups_and_warns_when_the_official_file_gives_not_57(tmp_path, icm58_dev, caplog):
@@ -226,6 +227,7 @@ def test_interactive_methods_get_a_saved_prompt_on_every_target_and_are_closed(t
     rows = read_rows(out / "results.csv")
     assert {r["guidance"] for r in rows} == {"per_image"} and all(r["status"] == "ok" for r in rows)
     targets = {r["target"] for r in rows}
+    assert len(targets) == 18  # every image is a target (no reference reserved), as for IconMatting*
     assert len(list((out / "prompts").glob("*.npz"))) == len(targets)  # one prompt per target, none per reference
 
 
@@ -285,3 +287,57 @@ def test_leaderboard_quoted_rows_are_marked_and_kept_out_of_the_means(tmp_path, 
     assert sum("| measured |" in line for line in lines) == len(measured) == 1
     assert any("SegGPT" in line and "quoted (Table 2)" in line and "38.810" in line for line in lines)
     assert leaderboard([out]) == measured  # quoted rows never enter the measured ones
+
+
+def test_leaderboard_edge_cases_empty_shard_table6_rows_and_a_copied_shard(tmp_path, groups_of_six, capsys):
+    from benchmark.paper import main as paper_main
+
+    base = ("method=constant", "dataset=folder", f"dataset.root={groups_of_six}", "runner.rounds=1")
+    run(tmp_path / "empty", *base, "runner.num_shards=4", "runner.shard=3")  # 3 groups: shard 3 has none
+    assert leaderboard([tmp_path / "empty"]) == []
+    run(tmp_path / "k1", *base, "runner.max_references=2")
+    run(tmp_path / "k2", *base, "runner.references=2", "runner.max_references=2")
+    rows = leaderboard([tmp_path / "k1", tmp_path / "k2"])  # Table 6: one board, a row per k
+    assert sorted({(r["references"], r["targets"]) for r in rows}) == [("1", 12), ("2", 12)]
+    run(tmp_path / "s0", *base, "runner.num_shards=2", "runner.shard=0")
+    shutil.copytree(tmp_path / "s0", tmp_path / "s0copy")
+    with pytest.raises(LeaderboardError, match="the same shard 0"):
+        leaderboard([tmp_path / "s0", tmp_path / "s0copy"])
+    run(tmp_path / "seed1", *base, "runner.seed=1")
+    run(tmp_path / "seed0", *base)
+    assert paper_main(["2", str(tmp_path / "seed0"), str(tmp_path / "seed1")]) == 2
+    assert "runner.seed: 0 → 1" in capsys.readouterr().err
+
+
+def test_fixed_protocol_draws_the_same_prompt_every_round(tmp_path, groups_of_six):
+    from benchmark.prompts import load_prompt
+    from benchmark.rundir import RunDir
+
+    out = tmp_path / "run"
+    run(out, "method=constant", "prompt=scribble", "dataset=folder", f"dataset.root={groups_of_six}",
+        "runner.protocol=fixed")
+    rd = RunDir(out)
+    for group in ("g0", "g1", "g2"):
+        eps = [e for e in rd.read_plan().episodes if e.group == group]
+        prompts = [load_prompt(rd.prompt_file(e.key, e.references[0])).scribble for e in eps]
+        assert len(prompts) == 3 and all(np.array_equal(prompts[0], p) for p in prompts[1:])
+
+
+def test_designated_references_are_part_of_the_dataset_fingerprint(tmp_path):
+    from benchmark.datasets.manifest import write_manifest
+
+    root = make_folder_dataset(tmp_path / "d", groups=1, per_group=4)
+    samples = list(load_dataset("folder", root=str(root)).samples.values())
+    write_manifest(root, "m", samples, groups={"g0": {"references": ["g0/s2"]}})
+    a = load_dataset("manifest", root=str(root)).fingerprint
+    write_manifest(root, "m", samples, groups={"g0": {"references": ["g0/s2", "g0/s3"]}})
+    assert load_dataset("manifest", root=str(root)).fingerprint != a
+
+
+def test_run_folders_of_other_paper_tables_get_their_own_names():
+    from benchmark.hydra_names import run_suffix
+
+    assert run_suffix(0, 1) == ""
+    assert run_suffix(0, 1, "per_image") == "-per_image"
+    assert run_suffix(1, 4, "group", 2, None) == "-k2-shard1of4"
+    assert run_suffix(0, 1, "group", 1, 4) == "-k1of4"

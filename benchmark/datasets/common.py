@@ -56,6 +56,9 @@ def fingerprint(name: str, samples: Mapping[str, Sample], groups: Mapping[str, G
         ],
         "groups": {k: list(g.sample_ids) for k, g in sorted(groups.items())},
     }
+    designated = {k: g.meta["references"] for k, g in sorted(groups.items()) if g.meta.get("references")}
+    if designated:  # the fixed protocol's references are part of what the numbers mean
+        payload["references"] = designated
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
