@@ -60,9 +60,13 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _init_worker(parent: int) -> None:
     """Runs first in every worker: ignore SIGINT, die with the parent, no compile notice."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)  # blocked while the pool started it
     os.environ["ICMBENCH_COMPILE_NOTICE"] = "0"  # the main process printed it once already
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -119,12 +123,23 @@ class ScoringPool:
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> ProcessPoolExecutor | None:
-        if self.n > 1:
+        if self.n <= 1:
+            return None
+        # An interrupt (Ctrl-C, SIGTERM) waits until every worker has started: one arriving half-way
+        # through a spawn would leave a child reading a broken pipe (and printing its traceback).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        try:
             cls = _Executor if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
             self.pool = cls(self.n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                             initargs=(os.getpid(),))
             for _ in range(self.n):  # start every worker now, each loading the kernels in the background
                 self.pool.submit(_warm_up)
+        finally:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending interrupt is raised here
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         return self.pool
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
