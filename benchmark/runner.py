@@ -303,7 +303,9 @@ class Runner:
                 self._commit(replace(plan, method_hash=self._method_hash))
                 self._loop(dataset, work, method, pool, scoring.n)
             finally:
-                method.close()
+                close = getattr(method, "close", None)  # optional for methods written before close()
+                if close is not None:
+                    close()
 
     def _loop(self, dataset: Dataset, work: list[WorkItem], method: Method, pool: Executor | None, n: int) -> None:
         """Episodes in order; scoring of earlier ones overlaps the method on later ones."""
