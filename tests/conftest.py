@@ -56,6 +56,20 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD-2.1-shaped model folder (methods/iconmatting/tiny.py), once per test module."""
+    from methods.iconmatting.tiny import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
+
+
+@pytest.fixture(scope="module")
+def embeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny model's empty-prompt embedding is cached, once per test module."""
+    return tmp_path_factory.mktemp("emb") / "prompt_embeds.safetensors"
+
+
 @pytest.fixture()
 def folder_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "data")

@@ -25,22 +25,11 @@ from methods.iconmatting.decoder import DecoderConfig, DecoderOutput, InContextD
 from methods.iconmatting.features import image_seed  # noqa: E402
 from methods.iconmatting.method import IconMattingMethod  # noqa: E402
 from methods.iconmatting.preprocess import alpha_from_frame, make_frame, truncate_levels  # noqa: E402
-from methods.iconmatting.tiny import save_tiny_sd  # noqa: E402
 from tests.test_iconmatting_method import SIZE, make, mask_ref, scene, targets  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def embeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("emb") / "prompt_embeds.safetensors"
 
 
 @pytest.fixture(scope="module")

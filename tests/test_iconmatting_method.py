@@ -27,16 +27,6 @@ SIZE = 128
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def embeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("emb") / "prompt_embeds.safetensors"
-
-
 def make(tiny_sd: Path, embeds: Path, **kw) -> IconMattingMethod:
     params = {
         "sd_path": str(tiny_sd),
