@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.io import atomic_write_text
-from benchmark.rundir import RESULT_COLUMNS, RunDir, RunDirError, identity_changes
+from benchmark.rundir import RunDir, RunDirError, identity_changes
 from benchmark.scoring import METRIC_NAMES
 
 UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
@@ -51,15 +51,27 @@ def _identity(plan_identity: dict) -> dict:
     return ident
 
 
+#: The result columns the board needs (the rest of results.csv is never loaded).
+_USED = frozenset({*BOARD_KEYS, "round", "group", "target", "status", *METRIC_NAMES}) - {"references"}
+
+
+def _rows(rd: RunDir) -> pd.DataFrame:
+    """The columns of ``results.csv`` the board needs, read by pandas' C parser (no row dicts)."""
+    if not rd.results_csv.is_file():
+        raise RunDirError(f"no results.csv in {rd.root}")
+    df = pd.read_csv(rd.results_csv, dtype=str, keep_default_na=False, usecols=lambda c: c in _USED)
+    if "guidance" not in df:  # folders written before the guidance column
+        df["guidance"] = "in_context"
+    return df.reindex(columns=sorted(_USED), fill_value="")
+
+
 def _read(run_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All result rows (one frame) and one line per run folder: its key, shard, planned targets."""
     frames, runs = [], []
     for i, root in enumerate(dict.fromkeys(Path(d).resolve() for d in run_dirs)):  # a folder twice counts once
         rd = RunDir(root)
         plan = rd.read_plan()
-        df = pd.DataFrame(list(rd.iter_results()), columns=list(RESULT_COLUMNS), dtype=str)  # may be empty
-        if df["guidance"].isna().all():  # folders written before the guidance column
-            df["guidance"] = "in_context"
+        df = _rows(rd)
         df["references"] = str(plan.identity["runner"].get("references", 1))  # k, not the reference ids
         df["_run"] = i
         frames.append(df)
