@@ -1,13 +1,18 @@
 """Golden values: every row of golden.csv, golden_exact.csv (dim) and golden_icm.csv (icm).
 
 Each case is scored once per backend and table, both regions in one ``evaluate`` call. The
-numpy path and the numba path are both checked, so both are proven exact.
+numpy path and the numba path are both checked, so both are proven exact. The tables and the
+case generator live in ``tests/data/metrics_golden`` too, so a clone without ``../shared`` runs
+every row (the cases are generated into a temporary folder).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +20,23 @@ import pytest
 
 from metrics import METRIC_NAMES, evaluate, numba_available, read_alpha, read_trimap
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "metrics"
-SKIP_REASON = f"shared golden data not found at {GOLDEN}"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "golden" / "metrics"
+IN_REPO = Path(__file__).resolve().parent / "data" / "metrics_golden"
+SKIP_REASON = f"shared golden data not found at {SHARED}"
+
+
+def _cases_dir() -> Path:
+    """The shared cases, or the in-repo generator's output in a temporary folder."""
+    if (SHARED / "cases" / "cases.txt").is_file():
+        return SHARED / "cases"
+    out = Path(tempfile.mkdtemp(prefix="icmbench-golden-")) / "cases"
+    subprocess.run([sys.executable, str(IN_REPO / "make_cases.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+GOLDEN = SHARED if SHARED.is_dir() else IN_REPO  # the tables
+CASES_DIR = _cases_dir()
 
 #: table -> (protocol, relative tolerance, absolute tolerance), from the golden README.
 TABLES = {
@@ -32,7 +52,7 @@ BACKENDS = [
 
 
 def _case_names() -> list[str]:
-    listing = GOLDEN / "cases" / "cases.txt"
+    listing = CASES_DIR / "cases.txt"
     if not listing.is_file():
         return []
     return [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
@@ -49,18 +69,26 @@ def _read_table(name: str) -> dict[tuple[str, str], dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, dict[tuple[str, str], dict[str, float]]]:
-    if not GOLDEN.is_dir():
-        pytest.skip(SKIP_REASON)
     return {name: _read_table(name) for name in TABLES}
 
 
 @pytest.fixture(scope="module")
 def mattes() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    if not GOLDEN.is_dir():
-        pytest.skip(SKIP_REASON)
-    d = GOLDEN / "cases"
+    d = CASES_DIR
     return {c: (read_alpha(d / f"{c}_pred.png"), read_alpha(d / f"{c}_gt.png"), read_trimap(d / f"{c}_trimap.png"))
             for c in CASES}
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=SKIP_REASON + " (nothing to compare the in-repo copies with)")
+def test_in_repo_copies_equal_the_shared_golden_data(tmp_path):
+    for name in [*TABLES, "make_cases.py"]:
+        assert (IN_REPO / name).read_bytes() == (SHARED / name).read_bytes(), name
+    out = tmp_path / "cases"
+    subprocess.run([sys.executable, str(IN_REPO / "make_cases.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    shared = sorted(p.name for p in (SHARED / "cases").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == shared
+    assert all((out / n).read_bytes() == (SHARED / "cases" / n).read_bytes() for n in shared)
 
 
 def test_tables_cover_every_case_and_region(tables):
