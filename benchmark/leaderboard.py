@@ -31,13 +31,13 @@ import pandas as pd
 
 from benchmark.io import atomic_write_text
 from benchmark.rundir import RunDir, RunDirError, identity_changes
-from benchmark.scoring import METRIC_NAMES
+from benchmark.scoring import METRIC_COLUMNS, METRIC_NAMES, METRIC_UNITS
 
-UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
+UNITS = METRIC_UNITS
 #: ``references`` is the number of references per episode (k, paper Table 6), from the run's plan.
 BOARD_KEYS = ("method", "dataset", "prompt", "guidance", "references", "protocol", "resolution", "metric_protocol",
               "region")
-COLUMNS = {m: f"{m} ({UNITS[m]})" for m in METRIC_NAMES}
+COLUMNS = METRIC_COLUMNS
 
 
 class LeaderboardError(ValueError):

@@ -22,10 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-METRICS = ("MSE", "SAD", "Grad", "Conn")
-UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
-#: The leaderboard's metric columns, e.g. ``"SAD (/1000)"``.
-BOARD_COLUMNS = {m: f"{m} ({UNITS[m]})" for m in METRICS}
+from benchmark.scoring import METRIC_COLUMNS, METRIC_UNITS
+
+METRICS = ("MSE", "SAD", "Grad", "Conn")  # the paper's column order
+UNITS = METRIC_UNITS
+BOARD_COLUMNS = METRIC_COLUMNS
 GUIDANCE_KINDS = ("in_context", "per_image", "trimap", "mask", "none")
 #: Tables whose rows compare methods under the paper's main setting (the rest are ablations and studies).
 COMPARISON_TABLES = ("Table 2", "Table 3", "Table 4")

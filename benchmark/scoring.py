@@ -10,6 +10,10 @@ import numpy as np
 from benchmark.trimaps import DEFAULT_RADIUS_FRACTION, derive_trimap, trimap_radius
 
 METRIC_NAMES = ("SAD", "MSE", "Grad", "Conn")
+#: Units as the reference evaluation code prints them (and the paper's tables): SAD, Grad, Conn /1000, MSE raw.
+METRIC_UNITS = {"SAD": "/1000", "MSE": "raw", "Grad": "/1000", "Conn": "/1000"}
+#: Leaderboard column of each metric's mean, e.g. ``"SAD (/1000)"``.
+METRIC_COLUMNS = {m: f"{m} ({METRIC_UNITS[m]})" for m in METRIC_NAMES}
 REGIONS = ("whole", "unknown")
 
 
