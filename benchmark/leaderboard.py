@@ -55,23 +55,14 @@ def _identity(plan_identity: dict) -> dict:
 _USED = frozenset({*BOARD_KEYS, "round", "group", "target", "status", *METRIC_NAMES}) - {"references"}
 
 
-def _rows(rd: RunDir) -> pd.DataFrame:
-    """The columns of ``results.csv`` the board needs, read by pandas' C parser (no row dicts)."""
-    if not rd.results_csv.is_file():
-        raise RunDirError(f"no results.csv in {rd.root}")
-    df = pd.read_csv(rd.results_csv, dtype=str, keep_default_na=False, usecols=lambda c: c in _USED)
-    if "guidance" not in df:  # folders written before the guidance column
-        df["guidance"] = "in_context"
-    return df.reindex(columns=sorted(_USED), fill_value="")
-
-
 def _read(run_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All result rows (one frame) and one line per run folder: its key, shard, planned targets."""
     frames, runs = [], []
     for i, root in enumerate(dict.fromkeys(Path(d).resolve() for d in run_dirs)):  # a folder twice counts once
         rd = RunDir(root)
         plan = rd.read_plan()
-        df = _rows(rd)
+        df = rd.results_frame(_USED)
+        df.loc[df["guidance"] == "", "guidance"] = "in_context"  # folders written before the guidance column
         df["references"] = str(plan.identity["runner"].get("references", 1))  # k, not the reference ids
         df["_run"] = i
         frames.append(df)

@@ -257,12 +257,16 @@ class RunDir:
                 with path.open(newline="") as fh:
                     yield from csv.DictReader(fh)
 
-    def iter_results(self) -> Iterator[dict[str, str]]:
-        """The rows of ``results.csv``, streamed."""
+    def results_frame(self, columns: Iterable[str]) -> Any:
+        """These columns of ``results.csv`` as a pandas DataFrame of strings (pandas' C parser, no row
+        dicts; a column the file lacks, from a folder written before it existed, is empty)."""
+        import pandas as pd
+
         if not self.results_csv.is_file():
             raise RunDirError(f"no results.csv in {self.root}")
-        with self.results_csv.open(newline="") as fh:
-            yield from csv.DictReader(fh)
+        wanted = sorted(set(columns))
+        df = pd.read_csv(self.results_csv, dtype=str, keep_default_na=False, usecols=lambda c: c in wanted)
+        return df.reindex(columns=wanted, fill_value="")
 
     def write_results(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Write ``results.csv`` from (streamed) rows; returns the number of error rows."""
