@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -585,7 +584,7 @@ def _check_prediction(pred: Any, view: SampleView) -> np.ndarray:
     return quantize_alpha(arr)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`RunInterrupted` (finished episodes are kept, workers stop), unless
     someone else handles SIGTERM already or this is not the main thread."""
