@@ -9,6 +9,8 @@
                                      prediction files), skipped groups, dataset problems
       prompts/<episode,ref>.npz      reference prompts, stored before use
       predictions/r<round>/<id>.png  8-bit predictions, exactly what was scored
+      extras/r<round>/<id>/<name>.*  a method's side outputs (PNG images, JSON values), e.g. ICMP's
+                                     propagated points and SAM mask
       episodes/<episode>.csv         one file per finished episode (the resume unit)
       episodes/_dataset_problems.csv dataset entries without usable files, as error rows
       results.csv, leaderboard.*     rebuilt from the episode files at the end of every run
@@ -33,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.io import atomic_write_text
+import numpy as np
+
+from benchmark.io import atomic_write_text, write_png
 from benchmark.run_lock import RunLock
 from benchmark.safe_names import escape, file_name, hashed_name
 from benchmark.scoring import METRIC_NAMES
@@ -46,7 +50,7 @@ RESULT_COLUMNS = (
 )
 DATASET_PROBLEMS = "_dataset_problems"
 #: What ``runner.overwrite=true`` removes (run.json and .hydra/ are rewritten by the new run).
-RESULT_ENTRIES = ("episodes", "prompts", "predictions", "figures", "results.csv", "leaderboard.csv",
+RESULT_ENTRIES = ("episodes", "prompts", "predictions", "extras", "figures", "results.csv", "leaderboard.csv",
                   "leaderboard.md", "run.log")
 
 
@@ -169,6 +173,34 @@ class RunDir:
 
     def prediction_file(self, round_index: int | str, target: str) -> Path:
         return self.root / "predictions" / f"r{int(round_index)}" / file_name(target, ".png")
+
+    def extras_dir(self, round_index: int | str, target: str) -> Path:
+        return self.root / "extras" / f"r{int(round_index)}" / file_name(target)
+
+    def write_extras(self, round_index: int | str, target: str, extras: Mapping[str, Any]) -> None:
+        """Save a method's side outputs: 2-D arrays as 8-bit PNGs (bool as 0/255), the rest as JSON."""
+        folder = self.extras_dir(round_index, target)
+        for name, value in extras.items():
+            if isinstance(value, np.ndarray) and value.ndim == 2:
+                img = value.astype(np.uint8) * 255 if value.dtype == bool else np.asarray(value, np.uint8)
+                write_png(folder / file_name(name, ".png"), img)
+            else:
+                atomic_write_text(folder / file_name(name, ".json"), json.dumps(value, default=_json_default) + "\n")
+
+    def read_extras(self, round_index: int | str, target: str) -> dict[str, Any]:
+        """The side outputs saved for ``target`` (name → uint8 array or JSON value); {} when none."""
+        from urllib.parse import unquote
+
+        from benchmark.io import read_alpha
+
+        folder = self.extras_dir(round_index, target)
+        out: dict[str, Any] = {}
+        for f in sorted(folder.glob("*")) if folder.is_dir() else ():
+            if f.suffix == ".png":
+                out[unquote(f.stem)] = read_alpha(f)
+            elif f.suffix == ".json":
+                out[unquote(f.stem)] = json.loads(f.read_text())
+        return out
 
     def figure_file(self, key: str) -> Path:
         return self.figures_dir / hashed_name(key, ".png")
@@ -295,3 +327,11 @@ class RunDir:
         """Write Hydra's ``.hydra/<name>`` files (config, overrides) once the run has been accepted."""
         for name, text in files.items():
             atomic_write_text(self.root / ".hydra" / file_name(name), text)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)

@@ -42,7 +42,7 @@ from benchmark.types import Dataset, Episode, Prompt
 from benchmark.views import RESOLUTIONS, SampleView, ViewCache
 from benchmark.workers import ScoringPool
 from methods import METHODS, build_method
-from methods.base import Method, MethodInfo, Reference, Target, method_info
+from methods.base import Method, MethodInfo, Prediction, Reference, Target, method_info
 
 log = logging.getLogger("benchmark")
 
@@ -359,7 +359,8 @@ class Runner:
         refs = [cache.get(dataset.samples[s]) for s in episode.references] if self.info.guidance == "in_context" else []
         prompts = [self._prompt(episode, v) for v in refs]
         t0 = time.perf_counter()
-        method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)], seed=seed)
+        method.prepare([Reference(v.sample.id, v.image, p) for v, p in zip(refs, prompts, strict=True)], seed=seed,
+                       episode=episode)
         dt = time.perf_counter() - t0
         self.stats.method_s += dt
         return dt
@@ -394,11 +395,21 @@ class Runner:
         return [(v, p, dt / len(views)) for v, p in zip(views, preds, strict=True)]
 
     def _submit(self, flight: _Flight, view: SampleView, pred: Any, seconds: float, pool: Executor | None) -> None:
-        """Quantise, save and hand one prediction to the metrics (in a worker when there is a pool)."""
+        """Quantise, save and hand one prediction to the metrics (in a worker when there is a pool).
+
+        A :class:`MethodError` in place of a prediction is that target's error row; a
+        :class:`Prediction`'s extras are saved beside the predictions."""
         tid = view.sample.id
+        if isinstance(pred, Exception):
+            self._fail(flight, tid, "method", pred, seconds)
+            return
         try:
+            if isinstance(pred, Prediction):
+                if self.r["save_predictions"] and pred.extras:
+                    self.rd.write_extras(flight.item.episode.round, tid, pred.extras)
+                pred = pred.alpha
             q = _check_prediction(pred, view)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             self._fail(flight, tid, "method", exc, seconds)
             return
         save = str(self.rd.prediction_file(flight.item.episode.round, tid)) if self.r["save_predictions"] else None

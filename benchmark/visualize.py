@@ -2,7 +2,9 @@
 
 Columns: the reference (prompt drawn over it: foreground green, background red), then every
 target. Rows: image, prediction, ground truth, and |prediction − ground truth| as a heat map
-(black = 0, white = 1). Written to ``RUN_DIR/figures/`` (``--rounds`` picks which rounds).
+(black = 0, white = 1). When the method kept side outputs (ICMP's propagated points and SAM mask,
+MatAny's and MAM's masks), a fifth row draws them on the target: the mask tinted blue, foreground
+points green, background points red. Written to ``RUN_DIR/figures/`` (``--rounds`` picks which rounds).
 A file that cannot be read becomes a tile saying so (and a warning); the other tiles and
 episodes are drawn.
 """
@@ -64,6 +66,20 @@ def _overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _side_outputs(image: np.ndarray, extras: dict) -> np.ndarray:
+    """The target with a method's mask (``sam_mask`` or ``mask``) tinted and its ``points`` drawn."""
+    out = image.copy()
+    mask = extras.get("sam_mask", extras.get("mask"))
+    if isinstance(mask, np.ndarray) and mask.shape == out.shape[:2]:
+        m = mask > 127
+        out[m] = (0.5 * out[m] + 0.5 * np.array((60, 120, 255))).astype(np.uint8)
+    radius = max(2, max(out.shape[:2]) // 60)
+    for y, x, fg in extras.get("points", []):
+        cv2.circle(out, (int(x), int(y)), radius, (0, 255, 0) if fg else (255, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(out, (int(x), int(y)), radius, (0, 0, 0), max(1, radius // 3), cv2.LINE_AA)
+    return out
+
+
 def _unreadable(what: str) -> np.ndarray:
     """A tile that says a file could not be read (dark red, crossed, labelled)."""
     tile = np.full((TILE, TILE, 3), (90, 20, 20), np.uint8)
@@ -112,9 +128,18 @@ def episode_figure(rd: RunDir, episode: Episode, dataset: Dataset, resolution: s
         err = np.abs(pred.astype(np.float32) / 255.0 - gt)
         return [_fit(view.image), _fit(pred), _fit(_gray(view.alpha)), _fit(_heat(err))]
 
+    def side(tid: str) -> list[np.ndarray]:
+        extras = rd.read_extras(episode.round, tid)
+        return [_fit(_side_outputs(_view(dataset, tid, resolution).image, extras)) if extras else blank]
+
     columns = [[*_tiles(r, lambda r=r: reference(r), 3, problems), blank] for r in episode.references]
     columns += [_tiles(t, lambda t=t: target(t), 4, problems) for t in episode.targets]
-    rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(4)]
+    if any(rd.extras_dir(episode.round, t).is_dir() for t in episode.targets):
+        for column in columns[:len(episode.references)]:
+            column.append(blank)
+        for column, t in zip(columns[len(episode.references):], episode.targets, strict=True):
+            column.extend(_tiles(t, lambda t=t: side(t), 1, problems))
+    rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(len(columns[0]))]
     return np.concatenate(rows, axis=0)
 
 

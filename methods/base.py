@@ -8,6 +8,11 @@ a per-image trimap/mask from the ground truth as in the paper's Table 3, or a pe
 in Table 4) without special cases. Outputs are float alpha mattes in [0, 1] at each target's
 full resolution.
 
+``predict`` returns, per target, a float alpha, a :class:`Prediction` (the alpha plus side outputs
+the run folder keeps beside it, e.g. the points and mask of a pipeline, drawn by
+``benchmark.visualize``), or a :class:`MethodError` for a target it could not handle (that target
+becomes an error row; the others are kept).
+
 The seed: every round of an episode hands the method a different ``seed`` (derived from
 ``runner.seed``, the group and the round). Stochastic methods draw their randomness from it, so
 rounds measure the method's own spread; deterministic methods ignore it.
@@ -21,7 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from benchmark.types import Prompt
+from benchmark.types import Episode, Prompt
 
 Guidance = Literal["in_context", "trimap", "mask", "prompt", "none"]
 
@@ -82,19 +87,37 @@ class MethodError(RuntimeError):
     """A method could not handle an input (recorded as an error row; the run goes on)."""
 
 
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """An alpha and what the method wants kept beside it.
+
+    ``extras``: name → a 2-D uint8/bool image (saved as a PNG) or a JSON-able value (saved as JSON),
+    written under the run folder's ``extras/`` when predictions are saved."""
+
+    alpha: np.ndarray
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: What ``predict`` may return for one target.
+Output = np.ndarray | Prediction | MethodError
+
+
 @runtime_checkable
 class Method(Protocol):
     """What the runner needs from a method."""
 
     info: MethodInfo
 
-    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0, episode: Episode | None = None) -> None:
         """Encode the episode's reference(s); called once per episode before ``predict``.
 
-        ``seed``: the episode's seed (differs between rounds); stochastic methods draw from it."""
+        ``seed``: the episode's seed (differs between rounds); stochastic methods draw from it.
+        ``episode``: the episode being run (its key and round), for methods that read or write
+        per-episode files (``external``, ``precomputed``)."""
 
-    def predict(self, targets: Sequence[Target]) -> list[np.ndarray]:
-        """One float alpha in [0, 1] per target, shaped like that target's image (H, W)."""
+    def predict(self, targets: Sequence[Target]) -> list[Output]:
+        """Per target: a float alpha in [0, 1] shaped like its image (H, W), a :class:`Prediction`,
+        or a :class:`MethodError` for that target alone."""
 
     def close(self) -> None:
         """Release weights, GPU memory, files; the runner calls it once when the run ends."""
@@ -113,6 +136,7 @@ class BaseMethod:
     def __init__(self) -> None:
         self._references: list[Reference] | None = None
         self.seed = 0
+        self.episode: Episode | None = None
 
     @classmethod
     def describe(cls, **params: Any) -> MethodInfo:
@@ -122,7 +146,7 @@ class BaseMethod:
         a parameter); it must not load weights."""
         return cls.info
 
-    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0, episode: Episode | None = None) -> None:
         if self.info.guidance == "in_context":
             if not references:
                 raise MethodError(f"{self.info.name}: needs at least one reference")
@@ -139,6 +163,7 @@ class BaseMethod:
                     )
         self._references = list(references)
         self.seed = int(seed)
+        self.episode = episode
 
     @property
     def references(self) -> list[Reference]:
@@ -146,10 +171,10 @@ class BaseMethod:
             raise MethodError(f"{self.info.name}: predict() called before prepare()")
         return self._references
 
-    def predict(self, targets: Sequence[Target]) -> list[np.ndarray]:
+    def predict(self, targets: Sequence[Target]) -> list[Output]:
         return [self.predict_one(t) for t in targets]
 
-    def predict_one(self, target: Target) -> np.ndarray:  # pragma: no cover - abstract
+    def predict_one(self, target: Target) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from benchmark.types import BACKGROUND, FOREGROUND
+from benchmark.types import BACKGROUND, FOREGROUND, Episode
 from methods._colour_models import Features, HistogramModel, features, log_ratio
 from methods._guided_filter import guided_filter
 from methods._matting import SOLVERS, solve_alpha, solve_alpha_soft
@@ -149,8 +149,8 @@ class ClassicalMethod(BaseMethod):
         self._prior: np.ndarray | None = None
 
     # ------------------------------------------------------------------ references
-    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
-        super().prepare(references, seed=seed)
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0, episode: Episode | None = None) -> None:
+        super().prepare(references, seed=seed, episode=episode)
         fgs, bgs, priors = [], [], []
         for ref in references:
             fg_model, bg_model, layout = self._learn_reference(ref)

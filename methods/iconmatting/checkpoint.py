@@ -13,7 +13,6 @@ needs arbitrary unpickling is refused unless ``trust_checkpoint=True``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,24 +93,3 @@ def load_decoder_weights(
         where = f" in {source}" if isinstance(source, (str, Path)) else ""
         raise CheckpointError(f"iconmatting: decoder checkpoint does not match{where}: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
-
-
-def sampled_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's size and of 1 MiB at its start, middle and end: reads 3 MiB of a 5 GB
-    weight file, yet any two different trained models differ in them."""
-    size = Path(path).stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        for offset in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
-            f.seek(offset)
-            h.update(f.read(chunk))
-    return h.hexdigest()
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -170,7 +170,7 @@ def check_sd_folder(root: Path, check_sd21: bool) -> None:
 def folder_fingerprint(root: Path) -> str:
     """Hash of the model's config files and weight contents (sampled: 3 MiB per weight file, see
     :func:`sampled_digest`), independent of where the folder lives."""
-    from .checkpoint import sampled_digest
+    from methods._hub import sampled_digest
 
     h = hashlib.sha256()
     for sub in ("unet", "vae", "scheduler", "text_encoder", "tokenizer"):

@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.types import BACKGROUND, FOREGROUND
+from benchmark.types import BACKGROUND, FOREGROUND, Episode
+from methods._hub import file_digest, resolve_device
+from methods._hub import resolve_dtype as _resolve_dtype
 from methods.base import BaseMethod, MethodError, MethodInfo, Reference, Target
 
-from .checkpoint import file_digest, load_decoder_weights
+from .checkpoint import load_decoder_weights
 from .decoder import DecoderConfig, InContextDecoder
 from .features import SD21_REPO, ExtractorSettings, SDFeatureExtractor, folder_fingerprint, image_seed
 from .preprocess import (
@@ -52,23 +54,12 @@ ROI_COMBINE = ("sum", "mean")
 NOISE_SCHEME = "v2: sha256(noise_seed, episode seed, role, sample id) per image"
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """fp32 (default, official) | bf16 | fp16 (autocast, opt-in) | 'auto' (bf16 on CUDA, fp32 elsewhere).
 
     Reduced precision runs the UNet and decoder under autocast on any device (CPU bf16 autocast is
     slow and meant for tests and measurements); the VAE and the inter-similarity stay fp32."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"iconmatting: dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
-    return DTYPES[dtype]
+    return _resolve_dtype(dtype, device, "iconmatting", cuda_auto="bf16")
 
 
 class IconMattingMethod(BaseMethod):
@@ -215,10 +206,10 @@ class IconMattingMethod(BaseMethod):
         return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
 
     # ------------------------------------------------------------------ protocol
-    def prepare(self, references: Sequence[Reference], *, seed: int = 0) -> None:
+    def prepare(self, references: Sequence[Reference], *, seed: int = 0, episode: Episode | None = None) -> None:
         """Encode the reference(s) once and keep their RoI tokens for the episode."""
         self._check_open()
-        super().prepare(references, seed=seed)
+        super().prepare(references, seed=seed, episode=episode)
         self._roi_tokens = self._roi_weights = None
         images, prompts = [], []
         for ref in references:
