@@ -14,6 +14,17 @@ METHODS.register("reference_mask", "methods.baselines:ReferenceMaskMethod")
 METHODS.register("trimap_matting", "methods.trimap_matting:TrimapMattingMethod")
 METHODS.register("classical", "methods.classical:ClassicalMethod")
 METHODS.register("iconmatting", "methods.iconmatting.method:IconMattingMethod")
+# Peers of the paper's Tables 2-4 (methods/peers/<name>.md: which files go where).
+METHODS.register("seggpt", "methods.seggpt:SegGptMethod")
+METHODS.register("vitmatte", "methods.vitmatte:VitMatteMethod")
+METHODS.register("matany", "methods.matany:MatAnyMethod")
+METHODS.register("mam", "methods.mam.method:MamMethod")
+METHODS.register("icmp", "methods.icmp:IcmpMethod")
+METHODS.register("external", "methods.external:ExternalMethod")
+METHODS.register("precomputed", "methods.precomputed:PrecomputedMethod")
+# Quoted only: no runnable public code or weights (listed with the reason, refused when run).
+METHODS.register("mgmiw", "methods.quoted:MgmiwMethod")
+METHODS.register("lf", "methods.quoted:LfMethod")
 
 
 def build_method(name: str, **params: Any) -> Method:

@@ -108,14 +108,15 @@ def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def content_fingerprint(files: Iterable[Path], extra: Mapping[str, Any] | None = None) -> str:
-    """Hash of weight files' contents (configs whole, weights sampled) and of ``extra`` facts,
-    independent of where the files live: moving the weights or changing the device keeps it."""
+    """Hash of weight files' contents (configs whole with their names, weights sampled, names ignored)
+    and of ``extra`` facts, independent of where the files live or what a weight file is called:
+    moving or renaming the weights or changing the device keeps it."""
     h = hashlib.sha256(json.dumps(dict(extra or {}), sort_keys=True, default=str).encode())
     for f in sorted({Path(p) for p in files}, key=lambda p: p.name):
         if f.suffix in (".json", ".txt", ".yaml"):
             h.update(f.name.encode() + f.read_bytes())
-        else:
-            h.update(f"{f.name}:{sampled_digest(f)}".encode())
+        else:  # a weight file: its content only, so a renamed copy keeps the fingerprint
+            h.update(sampled_digest(f).encode())
     return h.hexdigest()[:16]
 
 

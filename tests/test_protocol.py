@@ -174,6 +174,18 @@ def test_registries_suggest_close_names():
 
 
 def test_ls_lists_one_name_per_line():
-    out = subprocess.run([sys.executable, "-m", "benchmark.ls", "methods"], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    out = subprocess.run([sys.executable, "-m", "benchmark.ls", "methods", "--names"], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == sorted(METHODS.names())
     assert {"classical", "constant", "reference_mask", "trimap_matting", "iconmatting"} <= set(out)
+
+
+def test_ls_methods_says_guidance_and_why_quoted_only():
+    out = subprocess.run([sys.executable, "-m", "benchmark.ls", "methods"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in out}
+    assert set(rows) == set(METHODS.names())
+    for name in ("seggpt", "vitmatte", "matany", "mam", "icmp", "external", "precomputed", "mgmiw", "lf"):
+        assert name in rows
+    assert rows["vitmatte"][0] == "trimap" and rows["seggpt"][0] == "in_context" and rows["mam"][0] == "prompt"
+    assert "quoted only" in " ".join(rows["mgmiw"]) and "quoted only" in " ".join(rows["lf"])
