@@ -119,8 +119,12 @@ def _runtime_params(root: DictConfig | None) -> frozenset[str]:
     """``MethodInfo.runtime_params`` of the configured method (empty when it cannot be looked up)."""
     try:
         from methods import METHODS
+        from methods.base import method_info
 
-        return frozenset(METHODS.get(str(OmegaConf.select(root, "method.name"))).info.runtime_params)
+        params = OmegaConf.to_container(OmegaConf.select(root, "method"), resolve=False)
+        name = str(params.pop("name"))
+        params.pop("label", None)
+        return frozenset(method_info(METHODS.get(name), params).runtime_params)
     except Exception:
         return frozenset()
 

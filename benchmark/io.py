@@ -68,6 +68,19 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_alpha_float(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """A matte file (a prediction made elsewhere) as float32 in [0, 1], which must be ``shape``.
+
+    Raises ``FileNotFoundError``, :class:`AlphaDecodeError`, or ``ValueError`` naming both shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    alpha = read_alpha(path)
+    if alpha.shape != tuple(shape):
+        raise ValueError(f"{path} has shape {alpha.shape}, the image is {tuple(shape)}")
+    return alpha.astype(np.float32) / np.float32(255.0) if alpha.dtype == np.uint8 else alpha.astype(np.float32)
+
+
 def quantize_alpha(alpha: np.ndarray) -> np.ndarray:
     """float alpha in [0, 1] → uint8 by rounding (the values that are saved and scored)."""
     a = np.asarray(alpha)
@@ -78,5 +91,5 @@ def quantize_alpha(alpha: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "AlphaDecodeError", "ImageDecodeError", "atomic_write_bytes", "atomic_write_text", "quantize_alpha",
-    "read_alpha", "read_image", "read_trimap", "write_png",
+    "read_alpha", "read_alpha_float", "read_image", "read_trimap", "write_png",
 ]

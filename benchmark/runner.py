@@ -346,7 +346,7 @@ class Runner:
             for tid in item.targets:
                 self._fail(flight, tid, "reference", exc)
             return flight
-        batch_size = max(1, int(self.r["batch_size"]))
+        batch_size = len(item.targets) if self.info.whole_episodes else max(1, int(self.r["batch_size"]))
         for start in range(0, len(item.targets), batch_size):
             views = self._decode(flight, dataset, cache, item.targets[start:start + batch_size])
             for view, pred, seconds in self._predict(flight, method, views):

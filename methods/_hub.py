@@ -164,3 +164,19 @@ def read_state_dict(path: Path, *, method: str, key: str | None = None, strip: s
     if not isinstance(obj, Mapping):
         raise ValueError(f"{method}: {path} holds a {type(obj).__name__}, not a state dict")
     return {(k[len(strip):] if strip and k.startswith(strip) else k): v for k, v in obj.items()}
+
+
+def state_problems(module: Any, state: Mapping[str, Any], what: str = "") -> list[str]:
+    """Every missing, unexpected or mis-shaped key of ``state`` against ``module`` (a renamed key shows up
+    as one missing and one unexpected name); ``what`` names the model in the messages ("decoder")."""
+    expected = module.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)} {what + ' ' if what else ''}key(s): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected)}")
+    problems += [f"shape of {k}: checkpoint {tuple(v.shape)} vs {what or 'model'} {tuple(expected[k].shape)}"
+                 for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    return problems

@@ -40,6 +40,8 @@ class MethodInfo:
       (interactive: a prompt on every target, :attr:`Target.prompt`), or ``none`` (automatic).
     - ``prompt_kinds``: prompts an in-context or interactive method accepts.
     - ``max_references``: how many references ``prepare`` accepts (paper Table 6 uses up to 4).
+    - ``whole_episodes``: ``predict`` receives every target of an episode in one call, whatever
+      ``runner.batch_size`` says (an external program that reads one spec per episode).
     - ``runtime_params``: constructor parameters that do not change the numbers (paths to
       weights, device, batch size, compile flags, memory knobs). They are recorded with a run but
       are not part of its identity, so a run can resume after the weights moved or on another
@@ -53,6 +55,7 @@ class MethodInfo:
     max_references: int = 1
     description: str = ""
     runtime_params: frozenset[str] = frozenset()
+    whole_episodes: bool = False
 
     def result_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters of ``params`` that change results (everything but ``runtime_params``)."""

@@ -1,12 +1,13 @@
 """A method that runs in its own environment (SEEM, MGM, AIM, a user's model), driven through files.
 
-Per ``predict`` call the adapter writes the episode's references and the batch's targets as PNGs and a
-JSON *spec* (version 1) into its work folder, runs ``command`` (``{spec}`` in any element becomes the
-spec's path, ``{python}`` this toolkit's interpreter), and reads one 8-bit grey PNG alpha per target
-from the path the spec names. With ``persistent=true`` one process is started on the first call and
-receives one spec path per line on stdin, answering one JSON line per spec on stdout. The format, the
-protocol and the errors are specified in ``methods/peers/external.md``; the demo driver at the end of
-this module (``python -m methods.external``) implements both modes and writes a constant alpha.
+Per ``predict`` call (one per episode: the runner gives it whole episodes) the adapter writes the
+episode's references and targets as PNGs and a JSON *spec* (version 1) into its work folder, runs
+``command`` (``{spec}`` in any element becomes the spec's path, ``{python}`` this toolkit's
+interpreter), and reads one 8-bit grey PNG alpha per target from the path the spec names. With
+``persistent=true`` one process is started on the first call and receives one spec path per line on
+stdin, answering one JSON line per spec on stdout. The format, the protocol and the errors are
+specified in ``methods/peers/external.md``; the demo driver at the end of this module (``python -m
+methods.external``) implements both modes and writes a constant alpha.
 
 Failures never stop a run: a missing, unreadable or wrong-size output is that target's
 :class:`MethodError`; a non-zero exit, a timeout or a dead persistent process fails every target of the
@@ -37,12 +38,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from benchmark.io import write_png
+from benchmark.io import read_alpha_float, write_png
 from benchmark.safe_names import file_name
 from benchmark.types import PROMPT_KINDS, Episode, Prompt
 from methods._hub import WeightsNotFound, file_digest, sampled_digest
 from methods.base import BaseMethod, MethodError, MethodInfo, Output, Reference, Target
-from metrics.io import AlphaDecodeError, read_alpha
+from metrics.io import AlphaDecodeError
 
 SPEC_VERSION = 1
 GUIDANCES = ("in_context", "trimap", "mask", "prompt", "none")
@@ -71,7 +72,7 @@ def _info(guidance: str = "in_context", prompt_kinds: Iterable[str] = DEFAULT_PR
     return MethodInfo(name="external", guidance=guidance, prompt_kinds=kinds,  # type: ignore[arg-type]
                       max_references=int(max_references),
                       description=f"an external command ({guidance}) driven through a JSON spec",
-                      runtime_params=RUNTIME_PARAMS)
+                      runtime_params=RUNTIME_PARAMS, whole_episodes=True)
 
 
 def _substitute(command: Sequence[str], spec: str | None) -> list[str]:
@@ -245,7 +246,7 @@ def _parse_answer(line: str) -> dict | None:
 
 
 class ExternalMethod(BaseMethod):
-    """Runs ``command`` on a JSON spec per batch of targets (see ``methods/peers/external.md``).
+    """Runs ``command`` on a JSON spec per episode (see ``methods/peers/external.md``).
 
     ``command``: list of arguments, no shell (``{spec}``: the spec's path, required unless
     ``persistent``; ``{python}``: this toolkit's interpreter). ``guidance``/``prompt_kinds``/
@@ -466,19 +467,14 @@ def _guidance_png(guidance: np.ndarray) -> np.ndarray:
 def _read_output(target: Target, path: Path, command: str, tail: str) -> Output:
     """The alpha the command wrote for ``target`` (float32 in [0, 1]) or that target's MethodError."""
     tid = target.sample_id
-    if not path.is_file():
-        return MethodError(f"external command {command} wrote no output for target '{tid}' at {path}{tail}")
     try:
-        alpha = read_alpha(path)
+        return read_alpha_float(path, target.image.shape[:2])
+    except FileNotFoundError:
+        return MethodError(f"external command {command} wrote no output for target '{tid}' at {path}{tail}")
     except AlphaDecodeError as exc:
         return MethodError(f"external command {command}: unreadable output for target '{tid}': {exc}{tail}")
-    expected = tuple(target.image.shape[:2])
-    if alpha.shape != expected:
-        return MethodError(f"external command {command}: output {path} for target '{tid}' has shape "
-                           f"{alpha.shape}, expected {expected}{tail}")
-    if alpha.dtype == np.uint8:
-        return alpha.astype(np.float32) / np.float32(255.0)
-    return alpha.astype(np.float32)
+    except ValueError as exc:
+        return MethodError(f"external command {command}: output for target '{tid}': {exc}{tail}")
 
 
 # ---------------------------------------------------------------------- demo driver

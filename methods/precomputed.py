@@ -15,13 +15,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from benchmark.io import read_alpha_float
 from benchmark.safe_names import file_name
 from benchmark.types import PROMPT_KINDS
 from methods._hub import WeightsNotFound, sampled_digest
 from methods.base import BaseMethod, MethodError, MethodInfo, Output, Target
-from metrics.io import AlphaDecodeError, read_alpha
+from metrics.io import AlphaDecodeError
 
 LAYOUTS = ("auto", "flat", "rounds")
 _ROUND_DIR = re.compile(r"r[0-9]+$")
@@ -78,16 +77,11 @@ class PrecomputedMethod(BaseMethod):
             hint = "" if self.layout != "auto" or folder != self.root else f" (and no r{self.round}/ folder)"
             return MethodError(f"precomputed: no prediction for target '{tid}' at {path}{hint}")
         try:
-            alpha = read_alpha(path)
+            return read_alpha_float(path, target.image.shape[:2])
         except AlphaDecodeError as exc:
             return MethodError(f"precomputed: unreadable prediction for target '{tid}': {exc}")
-        expected = tuple(target.image.shape[:2])
-        if alpha.shape != expected:
-            return MethodError(f"precomputed: {path} for target '{tid}' has shape {alpha.shape}, "
-                               f"the image is {expected}")
-        if alpha.dtype == np.uint8:
-            return alpha.astype(np.float32) / np.float32(255.0)
-        return alpha.astype(np.float32)
+        except ValueError as exc:
+            return MethodError(f"precomputed: prediction for target '{tid}': {exc}")
 
     def fingerprint(self) -> str:
         """Hash of the prediction files' names, sizes and (sampled) contents, not of where they live:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.types import BACKGROUND, FOREGROUND, Prompt
-from methods._hub import content_fingerprint, read_state_dict, resolve_device, weight_file
+from methods._hub import content_fingerprint, read_state_dict, resolve_device, state_problems, weight_file
 from methods.base import MethodError
 
 #: The official checkpoint file of each variant (dl.fbaipublicfiles.com/segment_anything/<name>).
@@ -97,16 +97,7 @@ def load_strict(module: Any, state: Mapping[str, Any], *, method: str, what: str
     """Load ``state`` into ``module`` strictly: every missing, unexpected or mis-shaped key is listed in a
     :class:`CheckpointMismatch` (a renamed key shows up as one missing and one unexpected name). ``assign``
     takes the file's tensors as the parameters (a module built on the meta device)."""
-    expected = module.state_dict()
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected)}")
-    problems += [f"shape of {k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                 for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    problems = state_problems(module, state)
     if problems:
         raise CheckpointMismatch(f"{method}: the {what} {path} does not match the model: " + "; ".join(problems))
     module.load_state_dict(state, strict=True, assign=assign)

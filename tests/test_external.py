@@ -223,7 +223,7 @@ def test_wrong_size_and_missing_outputs_fail_only_their_target(tmp_path):
     wrong.prepare(refs, seed=0, episode=EPISODE)
     errors = wrong.predict(targets)
     assert all(isinstance(e, MethodError) for e in errors)
-    assert "(29, 40), expected (28, 40)" in str(errors[0]) and "'t0'" in str(errors[0])
+    assert "has shape (29, 40), the image is (28, 40)" in str(errors[0]) and "'t0'" in str(errors[0])
     partial = ExternalMethod(command=command("partial"), workdir=str(tmp_path / "b"))
     partial.prepare(refs, seed=0, episode=EPISODE)
     ok, missing = partial.predict(targets)
@@ -396,3 +396,15 @@ def test_quoted_only_methods_refuse_to_build_with_their_reason(cls, name, guidan
     with pytest.raises(MethodUnavailable):
         build_method(name)
 
+
+
+def test_the_runner_gives_an_external_program_one_spec_per_episode(tmp_path):
+    from tests.conftest import make_folder_dataset
+
+    data = make_folder_dataset(tmp_path / "data", groups=2, per_group=4)
+    rec = tmp_path / "record.jsonl"
+    method = {"name": "external", "command": command("fixed"), "env": {"ICM_TEST_RECORD": str(rec)}}
+    stats = run(tmp_path / "run", data, method, "runner.rounds=1", "runner.batch_size=1")
+    assert stats.errors == 0 and stats.episodes_written == 2
+    specs = [doc["spec"] for doc in records(rec)]
+    assert len(specs) == 2 and sorted(len(s["targets"]) for s in specs) == [3, 3]  # not one call per target

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,31 @@ def index_by_stem(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) ->
     return out
 
 
-def fingerprint(name: str, samples: Mapping[str, Sample], groups: Mapping[str, Group], root: Path) -> str:
-    """Hash of the manifest content (ids, groups, relative paths) and every file's size."""
+def fingerprint(name: str, samples: Mapping[str, Sample], groups: Mapping[str, Group], root: Path,
+                checksums: Mapping[str, Sequence[str | None]] | None = None) -> str:
+    """Hash of the manifest content (ids, groups, relative paths) and every file's size, or, when
+    ``checksums`` (sample id → sha256 of image, alpha, trimap; manifest v2) is given, every file's sha256."""
 
-    def rel(p: Path | None) -> list[Any] | None:
+    def rel(p: Path | None, digest: str | None = None) -> list[Any] | None:
         if p is None:
             return None
         try:
             r = str(p.relative_to(root))
         except ValueError:
             r = str(p)
+        if checksums is not None:
+            return [r, digest]
         return [r, p.stat().st_size if p.exists() else -1]
+
+    def files(s: Sample) -> list[list[Any] | None]:
+        digests = tuple(checksums.get(s.id, ())) if checksums is not None else ()
+        digests = digests + (None,) * (3 - len(digests))
+        return [rel(p, d) for p, d in zip((s.image_path, s.alpha_path, s.trimap_path), digests, strict=True)]
 
     payload = {
         "name": name,
         "samples": [
-            [s.id, s.group, rel(s.image_path), rel(s.alpha_path), rel(s.trimap_path)]
+            [s.id, s.group, *files(s)]
             for s in sorted(samples.values(), key=lambda s: s.id)
         ],
         "groups": {k: list(g.sample_ids) for k, g in sorted(groups.items())},
@@ -92,10 +101,12 @@ def contain(name: str, root: Path, samples: list[Sample], problems: list[dict[st
 
 def build_dataset(name: str, root: Path, samples: list[Sample],
                   group_meta: Mapping[str, Mapping[str, Any]] | None = None,
-                  meta: Mapping[str, Any] | None = None, allow_outside_root: bool = False) -> Dataset:
+                  meta: Mapping[str, Any] | None = None, allow_outside_root: bool = False,
+                  checksums: Mapping[str, Sequence[str | None]] | None = None) -> Dataset:
     """Assemble a :class:`Dataset` from samples (group order = first appearance, ids kept in order).
 
-    Unless ``allow_outside_root``, samples with a file that resolves outside ``root`` are left out
+    ``checksums`` (manifest v2: sample id → sha256 of image, alpha, trimap) make the fingerprint hash the
+    stored checksums instead of file sizes. Unless ``allow_outside_root``, samples with a file that resolves outside ``root`` are left out
     and listed in ``meta["problems"]`` (so they become error rows, and nothing outside is read)."""
     meta = dict(meta or {})
     if not allow_outside_root:
@@ -115,7 +126,7 @@ def build_dataset(name: str, root: Path, samples: list[Sample],
     group_meta = group_meta or {}
     groups = {k: Group(k, tuple(ids), dict(group_meta.get(k, {}))) for k, ids in members.items()}
     return Dataset(name=name, root=root, samples=by_id, groups=groups,
-                   fingerprint=fingerprint(name, by_id, groups, root), meta=meta)
+                   fingerprint=fingerprint(name, by_id, groups, root, checksums), meta=meta)
 
 
 class Problems(list):

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from methods._hub import state_problems
+
 PREFIX = "in_context_decoder."
 IGNORED_PREFIXES = ("feature_extractor.",)
 
@@ -68,18 +70,7 @@ def decoder_entries(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def check_keys(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Problems (missing, unexpected, shape mismatch) of ``state`` against ``module``."""
-    expected = module.state_dict()
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing {len(missing)} decoder key(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected)}")
-    for k, v in state.items():
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
-            problems.append(f"shape of {k}: checkpoint {tuple(v.shape)} vs decoder {tuple(expected[k].shape)}")
-    return problems
+    return state_problems(module, state, "decoder")
 
 
 def load_decoder_weights(
