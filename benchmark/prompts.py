@@ -110,11 +110,12 @@ def _strokes(core: np.ndarray, n: int, width: int, rng: np.random.Generator) -> 
     return drawn & core
 
 
-def save_prompt(path: Path, prompt: Prompt) -> None:
-    """Store a prompt as ``.npz`` (compressed; maps as bit-packed arrays), atomically."""
+def prompt_bytes(prompt: Prompt) -> bytes:
+    """A prompt as ``.npz`` bytes (compressed; maps as bit-packed arrays). The zip entries carry a fixed
+    timestamp, so equal prompts give equal bytes (a run's prompts and ``data_tools derive``'s agree)."""
     import io
+    import zipfile
 
-    buf = io.BytesIO()
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(
         {"kind": prompt.kind, "shape": list(prompt.shape), "points": [list(p) for p in prompt.points],
          "counts": dict(prompt.counts)}
@@ -123,8 +124,20 @@ def save_prompt(path: Path, prompt: Prompt) -> None:
         arrays["mask"] = np.packbits(prompt.mask.ravel())
     if prompt.scribble is not None:
         arrays["scribble"] = prompt.scribble
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def save_prompt(path: Path, prompt: Prompt) -> None:
+    """Store a prompt as ``.npz`` (:func:`prompt_bytes`), atomically."""
+    atomic_write_bytes(path, prompt_bytes(prompt))
 
 
 def load_prompt(path: Path) -> Prompt:

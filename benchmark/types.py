@@ -48,7 +48,8 @@ class Group:
 class Dataset:
     """A grouped matting dataset.
 
-    ``fingerprint`` hashes the manifest (ids, groups, relative paths) and every file's size,
+    ``fingerprint`` hashes the manifest (ids, groups, relative paths) and every file's size (its
+    sha256 when a manifest v2 stores them),
     so a changed file or grouping changes the value recorded in each result row.
     """
 

@@ -1,6 +1,6 @@
-"""Build, convert and validate grouped matting datasets (planned).
+"""Build, convert, validate and describe grouped matting datasets: ``python -m data_tools <command>``.
 
-Datasets are described by the manifest format of :mod:`benchmark.datasets.manifest`
-(``write_manifest`` / ``load_manifest``); tools here must write exactly that format and reuse the
-value types of :mod:`benchmark.types`.
+Every command writes the manifest v2 of :mod:`benchmark.datasets.manifest` through
+:class:`data_tools.build.DatasetBuilder` and reuses the value types of :mod:`benchmark.types`; see
+``data_tools/README.md``.
 """

@@ -106,8 +106,9 @@ def build_dataset(name: str, root: Path, samples: list[Sample],
     """Assemble a :class:`Dataset` from samples (group order = first appearance, ids kept in order).
 
     ``checksums`` (manifest v2: sample id → sha256 of image, alpha, trimap) make the fingerprint hash the
-    stored checksums instead of file sizes. Unless ``allow_outside_root``, samples with a file that resolves outside ``root`` are left out
-    and listed in ``meta["problems"]`` (so they become error rows, and nothing outside is read)."""
+    stored checksums instead of file sizes. Unless ``allow_outside_root``, samples with a file that
+    resolves outside ``root`` are left out and listed in ``meta["problems"]`` (so they become error
+    rows, and nothing outside is read)."""
     meta = dict(meta or {})
     if not allow_outside_root:
         problems = list(meta.get("problems", []))

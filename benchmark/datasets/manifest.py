@@ -100,7 +100,6 @@ def load_manifest(root: str | os.PathLike | None = None, path: str | os.PathLike
         where = f"{path} samples[{i}]"
         try:
             sid, group = str(entry["id"]), str(entry["group"])
-            entry["image"]  # noqa: B018 - required
         except (KeyError, TypeError) as exc:
             raise DatasetError(f"{where}: missing field {exc}") from exc
         files: dict[str, Path | None] = {}
