@@ -67,7 +67,10 @@ def vitmatte_folder(tmp: Path, size: str) -> Path:
                             residual_block_indices=[2, 5, 8, 11], use_absolute_position_embeddings=True,
                             use_relative_position_embeddings=True, window_size=14, out_features=["stage12"])
     torch.manual_seed(0)
-    model = VitMatteForImageMatting(VitMatteConfig(backbone_config=backbone, hidden_size=hidden))
+    # lists, not the config's tuple defaults (transformers 5 concatenates them to a list)
+    model = VitMatteForImageMatting(VitMatteConfig(backbone_config=backbone, hidden_size=hidden,
+                                                   convstream_hidden_sizes=[48, 96, 192],
+                                                   fusion_hidden_sizes=[256, 128, 64, 32]))
     folder = tmp / f"vitmatte-{size}"
     model.save_pretrained(folder)
     VitMatteImageProcessor().save_pretrained(folder)
@@ -190,14 +193,9 @@ def dinov2_b14_518(tmp: Path, targets: int) -> dict:
 
 @case
 def mam_vitb(tmp: Path, targets: int) -> dict:
-    import torch
+    from tests.tiny_sam import tiny_m2m  # the real M2M head (2.7 M parameters), random, in the official layout
 
-    from methods.mam.m2m import sam_decoder_deep
-
-    torch.manual_seed(0)
-    m2m = tmp / "mam_vitb.pth"
-    torch.save({"state_dict": {f"m2m.{k}": v for k, v in sam_decoder_deep(nc=256).state_dict().items()}}, m2m)
-    params = {"sam_variant": "vit_b", "sam_checkpoint": str(sam_file(tmp)), "m2m_checkpoint": str(m2m),
+    params = {"sam_variant": "vit_b", "sam_checkpoint": str(sam_file(tmp)), "m2m_checkpoint": str(tiny_m2m(tmp)),
               "device": "cpu"}
     return _method_case("mam", params, targets, "prompt")
 
