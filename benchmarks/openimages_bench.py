@@ -46,6 +46,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import WRAPPER  # noqa: E402
+
 HEADER = "MaskPath,ImageID,LabelName,BoxID,BoxXMin,BoxXMax,BoxYMin,BoxYMax,PredictedIoU,Clicks\n"
 ROWS_PER_IMAGE = 3
 MASK_POOL, IMAGE_POOL = 32, 8
@@ -54,16 +57,6 @@ RSS_TARGET = 1.20
 GOLDEN = 0x9E3779B97F4A7C15
 BLOCK = 50_000
 
-# Runs one command as its only child; prints its wall time and peak RSS (KiB on Linux) as JSON.
-WRAPPER = """\
-import json, resource, subprocess, sys, time
-with open(sys.argv[1], "w") as log:
-    t0 = time.perf_counter()
-    rc = subprocess.call(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"rc": rc, "wall_s": wall, "maxrss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}))
-"""
 
 
 # --------------------------------------------------------------------------- data

@@ -50,6 +50,9 @@ from benchmarks.runner_bench import overrides as icm58_overrides  # noqa: E402
 from tests.conftest import soft_disc  # noqa: E402
 from tests.runner_helpers import compose_config, read_rows  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import WRAPPER  # noqa: E402
+
 GROUP_SIZE = 5           # 1 reference + 4 targets per group and round
 SIZE = 64                # image side in pixels
 RSS_TARGET = 1.20        # large-size peak RSS / small-size peak RSS
@@ -57,16 +60,6 @@ RESUME_TARGET_S = 5.0
 SHARE_TARGET = 0.05
 WORKERS = 1
 
-# Runs one command as its only child; prints its wall time and peak RSS (KiB on Linux) as JSON.
-WRAPPER = """\
-import json, resource, subprocess, sys, time
-with open(sys.argv[1], "w") as log:
-    t0 = time.perf_counter()
-    rc = subprocess.call(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"rc": rc, "wall_s": wall, "maxrss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}))
-"""
 
 
 # --------------------------------------------------------------------------- data

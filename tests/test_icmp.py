@@ -175,7 +175,9 @@ def test_end_to_end_through_the_runner_with_side_outputs_drawn(name, parts, tmp_
     assert figures
     from PIL import Image
 
-    assert Image.open(figures[0]).size[1] == 5 * 192  # image, prediction, truth, error, side outputs
+    from benchmark.report.figures import grid_height
+
+    assert Image.open(figures[0]).size[1] == grid_height(5)  # image, prediction, truth, error, side outputs
 
 
 def test_missing_parts_are_named(parts, tmp_path):

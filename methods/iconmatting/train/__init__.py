@@ -1,0 +1,1 @@
+"""Training the IconMatting in-context decoder: loss, schedule, data, loop."""
