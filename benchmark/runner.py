@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ import numpy as np
 from benchmark.datasets import absolute_paths, load_dataset
 from benchmark.episodes import episode_seed, plan_episodes, shard_groups
 from benchmark.io import quantize_alpha, write_png
+from benchmark.progress import progress_bar
 from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
 from benchmark.rundir import RunDir, RunPlan, fmt_value, identity_changes
 from benchmark.scoring import METRIC_NAMES, REGIONS, ScoreJob, ScoreResult, score, trimap_for
@@ -311,8 +311,8 @@ class Runner:
         derive = self.r["trimap_radius_fraction"] if "unknown" in self.r["regions"] else None
         # With several workers, as many threads decode upcoming images in the background.
         cache = ViewCache(self.r["resolution"], derive_trimap_fraction=derive, threads=n if n > 1 else 0)
-        self._progress = _progress(sum(len(w.targets) for w in work), f"{self.method_label} on {self.dataset_name}",
-                                   self.r.get("progress", "auto"))
+        self._progress = progress_bar(sum(len(w.targets) for w in work), f"{self.method_label} on {self.dataset_name}",
+                                      unit="target", mode=self.r.get("progress", "auto")) or _NullProgress()
         flights: deque[_Flight] = deque()
         try:
             for i, item in enumerate(work):
@@ -615,18 +615,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 class _NullProgress:
+    """Stands in for a bar when none is shown."""
+
     def update(self, n: int = 1) -> None:
         pass
 
     def close(self) -> None:
         pass
-
-
-def _progress(total: int, desc: str, mode: str) -> Any:
-    """A tqdm bar on a terminal (or when forced), silent otherwise."""
-    show = sys.stderr.isatty() if mode == "auto" else bool(mode) and mode != "off"
-    if not show:
-        return _NullProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="target", dynamic_ncols=True)

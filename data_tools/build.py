@@ -12,10 +12,9 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,7 @@ from PIL import Image
 
 from benchmark.datasets.manifest import GROUP_TYPES, MANIFEST_NAME, canonical_json
 from benchmark.io import atomic_write_bytes, atomic_write_text
+from benchmark.progress import progress
 from metrics.io import new_file_mode
 
 Image.MAX_IMAGE_PIXELS = 400_000_000
@@ -115,17 +115,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
-
-
-def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-    """``items`` with a tqdm bar when stderr is a terminal, plain otherwise (quiet in logs and tests)."""
-    if not sys.stderr.isatty():
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a benchmark dependency
-        return items
-    return tqdm(items, total=total, desc=desc, leave=False)
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = 0, desc: str = "") -> list[R]:
@@ -346,5 +335,5 @@ class DatasetBuilder:
 
 __all__ = [
     "DatasetBuilder", "FileEntry", "check_rel", "created_by", "default_workers", "file_entry", "image_size",
-    "parallel_map", "png_bytes", "progress", "rel_path", "sha256_file",
+    "parallel_map", "png_bytes", "rel_path", "sha256_file",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.io import atomic_write_text
+from benchmark.progress import progress_bar
 from benchmark.scoring import METRIC_COLUMNS, METRIC_NAMES, REGIONS
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class TrainLog:
         self._t0 = self._last_t = time.perf_counter()
         self._last_step = resume_step
         self.tb = _summary_writer(Path(out) / "tb", resume_step) if tensorboard else None
-        self.bar = _progress(total, resume_step, progress)
+        self.bar = progress_bar(total, "train", unit="step", mode=progress, initial=resume_step)
 
     def _val_row(self, step: int, metrics: Mapping[str, float]) -> dict[str, Any]:
         value = metrics.get(self.metric)
@@ -300,18 +301,6 @@ def _summary_writer(folder: Path, resume_step: int) -> Any:
             _TB_WARNED = True
         return None
     return SummaryWriter(str(folder), purge_step=resume_step + 1 if resume_step else None)
-
-
-def _progress(total: int, initial: int, mode: str) -> Any:
-    """A tqdm bar on a terminal (or ``progress=on``), None otherwise."""
-    import sys
-
-    show = sys.stderr.isatty() if mode == "auto" else mode == "on"
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
 
 __all__ = ["VAL_COLUMNS", "TrainLog", "ValidationError", "ValidationSpec", "Validator", "benchmark_config",
