@@ -142,6 +142,16 @@ def quiet_transformers() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+def load_pretrained(cls: Any, root: Path, device: Any = None, dtype: Any = None) -> Any:
+    """``cls.from_pretrained(root)`` offline and quietly; a model is moved to ``device``/``dtype`` (cast after
+    loading, which works on any transformers version) and put in eval mode."""
+    with quiet_transformers():
+        obj = cls.from_pretrained(root, local_files_only=True)
+    if device is not None:
+        obj = obj.to(device, dtype).eval()
+    return obj
+
+
 def read_state_dict(path: Path, *, method: str, key: str | None = None, strip: str = "module.",
                     trust: bool = False) -> dict[str, Any]:
     """Tensors of a ``.pth``/``.ckpt``/``.safetensors`` file, unwrapped from ``key`` (e.g. 'state_dict',

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods._hub import content_fingerprint, folder_files, model_dir, quiet_transformers, resolve_device
+from methods._hub import (
+    content_fingerprint,
+    folder_files,
+    load_pretrained,
+    model_dir,
+    resolve_device,
+)
 from methods.pseudo_trimap import ITERATIONS, KERNEL, pseudo_trimap
 from methods.vitmatte import VitMatte
 
@@ -40,10 +46,8 @@ class TransparencyDetector:
 
         self.root = model_dir(model_path, method=method, what="GroundingDINO folder (grounding_dino_path)")
         self.device = resolve_device(device)
-        with quiet_transformers():
-            self.processor = AutoProcessor.from_pretrained(self.root, local_files_only=True)
-            self.model = GroundingDinoForObjectDetection.from_pretrained(self.root, local_files_only=True)
-        self.model = self.model.eval().to(self.device)
+        self.processor = load_pretrained(AutoProcessor, self.root)
+        self.model = load_pretrained(GroundingDinoForObjectDetection, self.root, self.device)
         self.caption, self.box_threshold, self.text_threshold = caption, float(box_threshold), float(text_threshold)
 
     def boxes(self, image: np.ndarray) -> list[Box]:

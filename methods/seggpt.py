@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from benchmark.types import Episode
-from methods._hub import content_fingerprint, folder_files, model_dir, quiet_transformers, resolve_device, resolve_dtype
+from methods._hub import (
+    content_fingerprint,
+    folder_files,
+    load_pretrained,
+    model_dir,
+    resolve_device,
+    resolve_dtype,
+)
 from methods.base import BaseMethod, MethodError, MethodInfo, Reference, Target
 
 DEFAULT_MODEL = "BAAI/seggpt-vit-large"
@@ -106,17 +113,14 @@ class SegGptMethod(BaseMethod):
     def _load_model(self) -> Any:
         from transformers import SegGptForImageSegmentation
 
-        with quiet_transformers():
-            model = SegGptForImageSegmentation.from_pretrained(self.root, local_files_only=True)
-        return model.to(self.device, self.dtype).eval()  # cast after loading: any transformers version
+        return load_pretrained(SegGptForImageSegmentation, self.root, self.device, self.dtype)
 
     def _load_processor(self) -> Any:
         """The folder's processor; without preprocessor_config.json, the defaults at the model's half-canvas."""
         from transformers import SegGptImageProcessor
 
         if (self.root / "preprocessor_config.json").is_file():
-            with quiet_transformers():
-                return SegGptImageProcessor.from_pretrained(self.root, local_files_only=True)
+            return load_pretrained(SegGptImageProcessor, self.root)
         h, w = self.model.config.image_size
         return SegGptImageProcessor(size={"height": int(h) // 2, "width": int(w)})
 

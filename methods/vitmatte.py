@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from methods._hub import content_fingerprint, folder_files, model_dir, quiet_transformers, resolve_device, resolve_dtype
+from methods._hub import (
+    content_fingerprint,
+    folder_files,
+    load_pretrained,
+    model_dir,
+    resolve_device,
+    resolve_dtype,
+)
 from methods.base import BaseMethod, MethodError, MethodInfo, Target
 from methods.pseudo_trimap import trimap_levels
 
@@ -99,16 +106,13 @@ class VitMatte:
     def _load_model(self) -> Any:
         from transformers import VitMatteForImageMatting
 
-        with quiet_transformers():
-            model = VitMatteForImageMatting.from_pretrained(self.root, local_files_only=True)
-        return model.to(self.device, self.dtype).eval()  # cast after loading: any transformers version
+        return load_pretrained(VitMatteForImageMatting, self.root, self.device, self.dtype)
 
     def _load_processor(self) -> Any:
         from transformers import VitMatteImageProcessor
 
         if (self.root / "preprocessor_config.json").is_file():
-            with quiet_transformers():
-                return VitMatteImageProcessor.from_pretrained(self.root, local_files_only=True)
+            return load_pretrained(VitMatteImageProcessor, self.root)
         return VitMatteImageProcessor()
 
     def inputs(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
