@@ -1,20 +1,32 @@
-"""Time ``metrics.evaluate`` on a 24-megapixel pair against a straightforward scipy baseline.
+"""Time ``metrics.evaluate`` on three 24-megapixel pairs against a straightforward scipy baseline.
 
-Pair: ``statue_01`` of icm58-dev (6000×4000): its ground-truth matte, a Gaussian-blurred
-copy (σ = 4, rounded to uint8) as the prediction, and its trimap. Both implementations score
-all four metrics on both regions (whole image and ``trimap == 128``), single-threaded.
+Cases, all from ``statue_01`` of icm58-dev (4000×6000), deterministic (``--seed``):
 
-- ``evaluate``: the package (numba kernels when installed). One-time JIT compilation is
-  measured separately on a small crop; by default numba compiles into a fresh temporary
-  cache, so that number is the real compile time (``--reuse-cache`` uses the normal cache).
-- baseline: ``ndimage.convolve`` with the 9×9 kernel for Grad, one ``ndimage.label`` per
-  threshold for Conn, plain numpy SAD/MSE, all in float64.
+- ``clean``: the ground-truth matte (background exactly 0, foreground exactly 255), a
+  Gaussian-blurred copy (σ = 4, rounded to uint8) as the prediction, and its trimap;
+- ``noisy``: the same prediction plus uniform integer noise in [−2, 2], clipped to 0..255, as a
+  network's output has: the noise fragments every threshold set of Conn and leaves no window of
+  the prediction constant for Grad;
+- ``unknown``: most of the image unknown. The ground truth is the matte blurred with σ ≈ 192 px
+  (σ = 24 at 1/8 scale, upsampled bilinearly); the prediction is a σ ≈ 160 px blur plus the same
+  noise; the trimap is 128 wherever the ground truth is strictly between 0 and 255.
+
+Both implementations score all four metrics on both regions (whole image and ``trimap == 128``),
+single-threaded, and must give the same numbers (relative difference ≤ 1e-9).
+
+- ``evaluate``: the package (numba kernels when installed); the median of ``--repeat`` runs,
+  then each metric on its own (its sums over both regions). One-time JIT compilation is
+  measured separately on a small crop; by default numba compiles into a fresh temporary cache,
+  so that number is the real compile time (``--reuse-cache`` uses the normal cache).
+- baseline: plain numpy SAD/MSE, ``ndimage.convolve`` with the 9×9 kernel for Grad, one
+  ``ndimage.label`` per threshold for Conn, all in float64, timed per metric.
 
 Memory is the peak resident-set-size increase during the call (Linux: VmHWM after resetting
 it through ``/proc/self/clear_refs``, minus VmRSS before), which also counts allocations
 made inside compiled code. Usage::
 
-    .venv/bin/python benchmarks/metrics_bench.py [--repeat 3] [--numpy-backend] [--icm] [--reuse-cache]
+    .venv/bin/python benchmarks/metrics_bench.py [--repeat 3] [--cases clean,noisy,unknown]
+        [--numpy-backend] [--no-icm] [--reuse-cache]
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
@@ -40,13 +53,60 @@ from scipy import ndimage  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics import METRIC_NAMES, evaluate, numba_available, read_alpha, read_trimap  # noqa: E402
+from metrics._inputs import make_pair as metric_pair  # noqa: E402
+from metrics._inputs import unknown_mask  # noqa: E402
+from metrics.connectivity import conn_sums  # noqa: E402
+from metrics.gradient import grad_sums  # noqa: E402
+from metrics.sad_mse import diff_sums  # noqa: E402
 
 ICM58 = Path(__file__).resolve().parents[2] / "shared" / "data" / "icm58-dev"
-TIME_TARGET_S = 1.0
-SPEEDUP_TARGET = 5.0
-MEMORY_TARGET_MB = 1536.0
+CASES = ("clean", "noisy", "unknown")
+#: case -> (time target in s, speed-up target over the baseline or None)
+TARGETS: dict[str, tuple[float, float | None]] = {"clean": (0.3, None), "noisy": (0.5, 30.0),
+                                                  "unknown": (0.5, 30.0)}
+MEMORY_TARGET_MB = 300.0
+SAME_RTOL = 1e-9
+PARTS = {"SAD+MSE": ("SAD", "MSE"), "Grad": ("Grad",), "Conn": ("Conn",)}
 
 Scores = dict[str, dict[str, float]]
+Case = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def _blur_u8(a: np.ndarray, sigma: float) -> np.ndarray:
+    return np.clip(np.rint(ndimage.gaussian_filter(a.astype(np.float32), sigma)), 0, 255).astype(np.uint8)
+
+
+def _noise(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n = rng.integers(-2, 3, a.shape, dtype=np.int16)
+    return np.clip(a.astype(np.int16) + n, 0, 255).astype(np.uint8)
+
+
+def _soft(gt: np.ndarray, sigma8: float) -> np.ndarray:
+    """The matte blurred with σ = sigma8 at 1/8 scale, upsampled bilinearly to full size."""
+    small = ndimage.gaussian_filter(gt[::8, ::8].astype(np.float32), sigma8)
+    big = ndimage.zoom(small, 8, order=1)[: gt.shape[0], : gt.shape[1]]
+    big = np.pad(big, [(0, gt.shape[0] - big.shape[0]), (0, gt.shape[1] - big.shape[1])], mode="edge")
+    return np.clip(np.rint(big), 0, 255).astype(np.uint8)
+
+
+def make_cases(names: tuple[str, ...], seed: int = 0) -> dict[str, Case]:
+    gt = read_alpha(ICM58 / "alpha" / "statue_01.png")
+    trimap = read_trimap(ICM58 / "trimap" / "statue_01.png")
+    rng = np.random.default_rng(seed)
+    clean = _blur_u8(gt, 4.0)
+    out: dict[str, Case] = {}
+    if "clean" in names:
+        out["clean"] = (clean, gt, trimap)
+    if "noisy" in names:
+        out["noisy"] = (_noise(clean, rng), gt, trimap)
+    if "unknown" in names:
+        soft_gt = _soft(gt, 24.0)
+        tri = np.where((soft_gt > 0) & (soft_gt < 255), 128, soft_gt).astype(np.uint8)
+        out["unknown"] = (_noise(_soft(gt, 20.0), rng), soft_gt, tri)
+    return out
 
 
 # --------------------------------------------------------------------------- baseline
@@ -85,25 +145,29 @@ def _baseline_round_down(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return level
 
 
-def baseline_evaluate(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> Scores:
-    """Straightforward float64 implementation of the dim protocol (uint8 inputs)."""
+def _regions(trimap: np.ndarray) -> dict[str, np.ndarray]:
+    return {"whole": np.ones(trimap.shape, bool), "unknown": trimap == 128}
+
+
+def baseline_part(part: str, pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> Scores:
+    """One part (``SAD+MSE``, ``Grad`` or ``Conn``) of the straightforward float64 dim protocol."""
     p, g = pred / 255.0, gt / 255.0
-    regions = {"whole": np.ones(pred.shape, bool), "unknown": trimap == 128}
-    e = p - g
-    hx = _kernel_9x9()
-    grad_err = (_baseline_amp(pred, hx) - _baseline_amp(gt, hx)) ** 2
-    level = _baseline_round_down(pred, gt)
-    dp, dg = p - level, g - level
-    conn_err = np.abs((1 - dp * (dp >= 0.15)) - (1 - dg * (dg >= 0.15)))
     out: Scores = {}
-    for name, m in regions.items():
-        n = int(m.sum())
-        out[name] = {
-            "SAD": float(np.abs(e[m]).sum()) / 1000,
-            "MSE": float((e[m] ** 2).sum()) / n if n else math.nan,
-            "Grad": float(grad_err[m].sum()) / 1000,
-            "Conn": float(conn_err[m].sum()) / 1000,
-        }
+    if part == "SAD+MSE":
+        e = p - g
+        for name, m in _regions(trimap).items():
+            n = int(m.sum())
+            out[name] = {"SAD": float(np.abs(e[m]).sum()) / 1000,
+                         "MSE": float((e[m] ** 2).sum()) / n if n else math.nan}
+    elif part == "Grad":
+        hx = _kernel_9x9()
+        err = (_baseline_amp(pred, hx) - _baseline_amp(gt, hx)) ** 2
+        out = {name: {"Grad": float(err[m].sum()) / 1000} for name, m in _regions(trimap).items()}
+    else:
+        level = _baseline_round_down(pred, gt)
+        dp, dg = p - level, g - level
+        err = np.abs((1 - dp * (dp >= 0.15)) - (1 - dg * (dg >= 0.15)))
+        out = {name: {"Conn": float(err[m].sum()) / 1000} for name, m in _regions(trimap).items()}
     return out
 
 
@@ -120,7 +184,7 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def measure(fn: Callable[[], Scores]) -> tuple[float, float | None, Scores]:
+def measure(fn: Callable[[], Any]) -> tuple[float, float | None, Any]:
     """(seconds, peak RSS increase in MB or None, result) of one call."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -138,7 +202,7 @@ def measure(fn: Callable[[], Scores]) -> tuple[float, float | None, Scores]:
 def max_rel_diff(a: Scores, b: Scores) -> float:
     worst = 0.0
     for region in b:
-        for k in METRIC_NAMES:
+        for k in b[region]:
             x, y = a[region][k], b[region][k]
             if math.isnan(x) and math.isnan(y):
                 continue
@@ -146,88 +210,125 @@ def max_rel_diff(a: Scores, b: Scores) -> float:
     return worst
 
 
-def make_pair(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    gt = read_alpha(ICM58 / "alpha" / "statue_01.png")
-    trimap = read_trimap(ICM58 / "trimap" / "statue_01.png")
-    blurred = ndimage.gaussian_filter(gt.astype(np.float32), sigma)
-    pred = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
-    return pred, gt, trimap
+def part_times(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray, protocol: str = "dim") -> dict[str, float]:
+    """Seconds per metric part, each over both regions, as ``evaluate`` computes them."""
+    pair = metric_pair(pred, gt, protocol)
+    mask = unknown_mask(trimap, pred.shape)
+    fns = {"SAD+MSE": diff_sums, "Grad": grad_sums, "Conn": conn_sums}
+    return {k: measure(lambda f=f: f(pair, mask))[0] for k, f in fns.items()}
 
 
 def _fmt_mb(mb: float | None) -> str:
     return "n/a" if mb is None else f"{mb:.0f} MB"
 
 
+def _merge(parts: list[Scores]) -> Scores:
+    out: Scores = {}
+    for s in parts:
+        for region, vals in s.items():
+            out.setdefault(region, {}).update(vals)
+    return {r: {k: v[k] for k in METRIC_NAMES} for r, v in out.items()}
+
+
+def run_case(name: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
+    pred, gt, trimap = case
+    unknown = int((trimap == 128).sum())
+    print(f"\n## {name}: {pred.shape[1]}×{pred.shape[0]}, unknown region {unknown / 1e6:.2f} Mpx "
+          f"({unknown / trimap.size:.0%})")
+    runs = [measure(lambda: evaluate(pred, gt, trimap)) for _ in range(max(1, args.repeat))]
+    times = [r[0] for r in runs]
+    peaks = [r[1] for r in runs if r[1] is not None]
+    ours = runs[-1][2]
+    med = statistics.median(times)
+    peak = max(peaks) if peaks else None
+    print(f"evaluate (dim), all four metrics, both regions: {' '.join(f'{t:.3f}' for t in times)} s "
+          f"-> median {med:.3f} s; peak RSS increase {_fmt_mb(peak)}")
+    ours_parts = part_times(pred, gt, trimap)
+    base_parts: dict[str, float] = {}
+    base_scores = []
+    base_peak = 0.0
+    for part in PARTS:
+        t, mb, s = measure(lambda part=part: baseline_part(part, pred, gt, trimap))
+        base_parts[part] = t
+        base_scores.append(s)
+        base_peak = max(base_peak, mb or 0.0)
+    base = _merge(base_scores)
+    base_t = sum(base_parts.values())
+    print(f"{'part':<8} {'evaluate s':>11} {'baseline s':>11} {'speed-up':>9}")
+    for part in PARTS:
+        print(f"{part:<8} {ours_parts[part]:>11.3f} {base_parts[part]:>11.3f} "
+              f"{base_parts[part] / ours_parts[part]:>8.1f}×")
+    ratio = base_t / med
+    print(f"{'total':<8} {med:>11.3f} {base_t:>11.3f} {ratio:>8.1f}×   (baseline peak RSS increase "
+          f"{base_peak:.0f} MB)")
+    diff = max_rel_diff(ours, base)
+    same = diff <= SAME_RTOL
+    print(f"same numbers as the baseline: {'yes' if same else 'NO'} (max relative difference {diff:.1e})")
+    print(f"{'region':<8} " + " ".join(f"{k:>20}" for k in METRIC_NAMES))
+    for region, vals in ours.items():
+        print(f"{region:<8} " + " ".join(f"{vals[k]:>20.12g}" for k in METRIC_NAMES))
+    if args.icm:
+        icm_t, icm_peak, _ = measure(lambda: evaluate(pred, gt, trimap, protocol="icm"))
+        icm_parts = part_times(pred, gt, trimap, "icm")
+        print(f"evaluate(protocol='icm'): {icm_t:.3f} s ("
+              + ", ".join(f"{k} {v:.3f}" for k, v in icm_parts.items())
+              + f"); peak RSS increase {_fmt_mb(icm_peak)}")
+    if args.numpy_backend:
+        np_t, np_peak, np_res = measure(lambda: evaluate(pred, gt, trimap, backend="numpy"))
+        print(f"evaluate(backend='numpy') (fallback without numba): {np_t:.3f} s; peak RSS increase "
+              f"{_fmt_mb(np_peak)}; max relative difference to numba {max_rel_diff(np_res, ours):.1e}")
+    t_target, r_target = TARGETS[name]
+    checks = {f"time ≤ {t_target:g} s": med <= t_target,
+              f"memory ≤ {MEMORY_TARGET_MB:g} MB": peak is not None and peak <= MEMORY_TARGET_MB,
+              "same numbers": same}
+    if r_target is not None:
+        checks[f"speed-up ≥ {r_target:g}×"] = ratio >= r_target
+    print("targets: " + "; ".join(f"{k} {'PASS' if ok else 'FAIL'}" for k, ok in checks.items()))
+    return {"ok": all(checks.values()), "median": med, "ratio": ratio, "peak": peak}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs of evaluate (default 3)")
-    ap.add_argument("--sigma", type=float, default=4.0, help="blur of the prediction (default 4)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of evaluate per case (default 3)")
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     ap.add_argument("--reuse-cache", action="store_true", help="use numba's normal on-disk cache")
     ap.add_argument("--numpy-backend", action="store_true", help="also time evaluate(backend='numpy')")
-    ap.add_argument("--icm", action="store_true", help="also time evaluate(protocol='icm')")
+    ap.add_argument("--no-icm", dest="icm", action="store_false", help="skip evaluate(protocol='icm')")
     args = ap.parse_args(argv)
+    names = tuple(c for c in args.cases.split(",") if c)
+    if bad := [c for c in names if c not in CASES]:
+        ap.error(f"unknown case(s) {bad}; expected some of {CASES}")
     if not ICM58.is_dir():
         print(f"shared dev set not found at {ICM58}", file=sys.stderr)
         return 2
     if not args.reuse_cache:
         os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="metrics-bench-numba-")
 
-    pred, gt, trimap = make_pair(args.sigma)
-    h, w = gt.shape
-    unknown = int((trimap == 128).sum())
     backend = "numba" if numba_available() else "numpy"
     versions = f"numpy {np.__version__}, scipy {scipy.__version__}"
     if backend == "numba":
         import numba
 
         versions = f"numba {numba.__version__}, " + versions
-    print(f"pair: statue_01 {w}×{h} ({h * w / 1e6:.1f} Mpx), prediction = GT blurred σ={args.sigma:g} "
-          f"(uint8), unknown region {unknown / 1e6:.2f} Mpx")
     print(f"one thread (NUMBA/OMP/MKL/OPENBLAS_NUM_THREADS=1); {versions}; evaluate backend: {backend}")
-
+    print("building the cases (a few seconds) …", flush=True)
+    cases = make_cases(names, args.seed)
     crop = (slice(0, 64), slice(0, 64))
+    pred, gt, trimap = next(iter(cases.values()))
     t0 = time.perf_counter()
-    evaluate(pred[crop].copy(), gt[crop].copy(), trimap[crop].copy())
+    for protocol in ("dim", "icm"):
+        evaluate(pred[crop].copy(), gt[crop].copy(), trimap[crop].copy(), protocol=protocol)
     first = time.perf_counter() - t0
     cache = "normal cache" if args.reuse_cache else "empty cache"
-    print(f"first call on a 64×64 crop (JIT compilation, {cache}): {first:.2f} s (excluded below)")
-
-    runs = [measure(lambda: evaluate(pred, gt, trimap)) for _ in range(max(1, args.repeat))]
-    times = [r[0] for r in runs]
-    peaks = [r[1] for r in runs if r[1] is not None]
-    fast_peak = max(peaks) if peaks else None
-    fast_med = statistics.median(times)
-    ours = runs[-1][2]
-    print(f"evaluate, all four metrics, both regions: {' '.join(f'{t:.3f}' for t in times)} s "
-          f"-> median {fast_med:.3f} s, best {min(times):.3f} s; peak RSS increase {_fmt_mb(fast_peak)}")
-
-    base_t, base_peak, base = measure(lambda: baseline_evaluate(pred, gt, trimap))
-    print(f"baseline (ndimage.convolve 9×9, 10× ndimage.label, numpy SAD/MSE): {base_t:.3f} s; "
-          f"peak RSS increase {_fmt_mb(base_peak)}")
-    if args.icm:
-        evaluate(pred[crop].copy(), gt[crop].copy(), trimap[crop].copy(), protocol="icm")  # compile
-        icm_t, icm_peak, _ = measure(lambda: evaluate(pred, gt, trimap, protocol="icm"))
-        print(f"evaluate(protocol='icm'): {icm_t:.3f} s; peak RSS increase {_fmt_mb(icm_peak)}")
-    if args.numpy_backend:
-        np_t, np_peak, np_res = measure(lambda: evaluate(pred, gt, trimap, backend="numpy"))
-        print(f"evaluate(backend='numpy') (fallback without numba): {np_t:.3f} s; peak RSS increase "
-              f"{_fmt_mb(np_peak)}; max relative difference to numba {max_rel_diff(np_res, ours):.1e}")
-
-    ratio = base_t / fast_med
-    diff = max_rel_diff(ours, base)
-    same = diff <= 1e-9
-    print(f"speed-up (baseline / median evaluate): {ratio:.1f}×")
-    print(f"same numbers: {'yes' if same else 'NO'} (max relative difference {diff:.1e})")
-    print(f"{'region':<8} " + " ".join(f"{k:>20}" for k in METRIC_NAMES))
-    for region, vals in ours.items():
-        print(f"{region:<8} " + " ".join(f"{vals[k]:>20.12g}" for k in METRIC_NAMES))
-    ok_time = fast_med <= TIME_TARGET_S
-    ok_ratio = ratio >= SPEEDUP_TARGET
-    ok_mem = fast_peak is not None and fast_peak <= MEMORY_TARGET_MB
-    print(f"targets: time ≤ {TIME_TARGET_S:g} s {'PASS' if ok_time else 'FAIL'}; "
-          f"speed-up ≥ {SPEEDUP_TARGET:g}× {'PASS' if ok_ratio else 'FAIL'}; "
-          f"memory ≤ {MEMORY_TARGET_MB / 1024:g} GB {'PASS' if ok_mem else 'FAIL'}")
-    return 0 if (same and ok_time and ok_ratio and ok_mem) else 1
+    print(f"first calls on a 64×64 crop, both protocols (JIT compilation, {cache}): {first:.2f} s "
+          "(excluded below)")
+    results = {name: run_case(name, case, args) for name, case in cases.items()}
+    print("\n## summary")
+    for name, r in results.items():
+        print(f"{name:<8} median {r['median']:.3f} s, {r['ratio']:.1f}× the baseline, peak "
+              f"{_fmt_mb(r['peak'])}: {'PASS' if r['ok'] else 'FAIL'}")
+    return 0 if all(r["ok"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

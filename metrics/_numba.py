@@ -43,16 +43,49 @@ def diff_row_sums(p, g, mask, has_mask):
     return out
 
 
+@nb.njit(**_JIT)
+def diff_row_sums_u8(p, g, mask, has_mask):
+    """:func:`diff_row_sums` for uint8 pairs in int64: exact, and free to vectorise."""
+    h, w = p.shape
+    out = np.zeros((h, 4), np.int64)
+    for y in range(h):
+        a = 0
+        s = 0
+        for x in range(w):
+            d = np.int64(p[y, x]) - np.int64(g[y, x])
+            a += abs(d)
+            s += d * d
+        out[y, 0] = a
+        out[y, 1] = s
+        if has_mask:
+            am = 0
+            sm = 0
+            for x in range(w):
+                d = np.int64(p[y, x]) - np.int64(g[y, x])
+                k = np.int64(mask[y, x])
+                am += abs(d) * k
+                sm += d * d * k
+            out[y, 2] = am
+            out[y, 3] = sm
+    return out
+
+
 # --------------------------------------------------------------------------- Grad
 
 
 @nb.njit(**_JIT)
 def _window_is_constant(x, r0, r1, c0, c1):
+    """Row by row min/max (a branch-free inner loop the compiler vectorises)."""
     v = x[r0, c0]
     for y in range(r0, r1):
+        lo = v
+        hi = v
         for c in range(c0, c1):
-            if x[y, c] != v:
-                return False
+            e = x[y, c]
+            lo = min(lo, e)
+            hi = max(hi, e)
+        if lo != hi:
+            return False
     return True
 
 
@@ -70,11 +103,24 @@ def _tile_amplitude(x, r0, r1, c0, c1, g0, g1, scale, row, dbuf, ebuf, amp):
     nc = c1 - c0
     a0, a1, a2, a3, a4 = g0[0], g0[1], g0[2], g0[3], g0[4]
     b1, b2, b3, b4 = g1[1], g1[2], g1[3], g1[4]
+    inside = c0 >= rad and c1 + rad <= w
     for yy in range(nr + 2 * rad):
         y = min(max(r0 - rad + yy, 0), h - 1)
+        if inside:  # no column clamping: read the matte directly (vectorised, same arithmetic)
+            xr = x[y, c0 - rad:c1 + rad]
+            for k in range(nc):
+                m = k + rad
+                v0 = np.float64(xr[m])
+                vm1, vp1 = np.float64(xr[m - 1]), np.float64(xr[m + 1])
+                vm2, vp2 = np.float64(xr[m - 2]), np.float64(xr[m + 2])
+                vm3, vp3 = np.float64(xr[m - 3]), np.float64(xr[m + 3])
+                vm4, vp4 = np.float64(xr[m - 4]), np.float64(xr[m + 4])
+                dbuf[yy, k] = b1 * (vm1 - vp1) + b2 * (vm2 - vp2) + b3 * (vm3 - vp3) + b4 * (vm4 - vp4)
+                ebuf[yy, k] = (a0 * v0 + a1 * (vm1 + vp1) + a2 * (vm2 + vp2) + a3 * (vm3 + vp3)
+                               + a4 * (vm4 + vp4))
+            continue
         for k in range(nc + 2 * rad):
-            c = min(max(c0 - rad + k, 0), w - 1)
-            row[k] = x[y, c]
+            row[k] = x[y, min(max(c0 - rad + k, 0), w - 1)]
         for k in range(nc):
             m = k + rad
             dbuf[yy, k] = (b1 * (row[m - 1] - row[m + 1]) + b2 * (row[m - 2] - row[m + 2])
@@ -109,6 +155,8 @@ def grad_tile_sums(p, g, sp, sg, mask, has_mask, g0, g1, th, tw):
     ebuf = np.empty((th + 2 * rad, tw), np.float64)
     amp_p = np.empty((th, tw), np.float64)
     amp_g = np.empty((th, tw), np.float64)
+    col_w = np.empty(tw, np.float64)
+    col_m = np.empty(tw, np.float64)
     for ty in range(nty):
         r0 = ty * th
         r1 = min(r0 + th, h)
@@ -133,39 +181,145 @@ def grad_tile_sums(p, g, sp, sg, mask, has_mask, g0, g1, th, tw):
                 _tile_amplitude(g, r0, r1, c0, c1, g0, g1, sg, row, dbuf, ebuf, amp_g)
             else:
                 amp_g[:nr, :nc] = 0.0
-            sw = 0.0
-            sm = 0.0
-            for yy in range(nr):
+            col_w[:nc] = 0.0
+            col_m[:nc] = 0.0
+            for yy in range(nr):  # one accumulator per column: independent, so vectorised
                 for k in range(nc):
                     d = amp_p[yy, k] - amp_g[yy, k]
                     e = d * d
-                    sw += e
-                    if has_mask and mask[r0 + yy, c0 + k]:
-                        sm += e
+                    col_w[k] += e
+                    if has_mask:
+                        col_m[k] += e * np.float64(mask[r0 + yy, c0 + k])
             t = ty * ntx + tx
-            out[t, 0] = sw
-            out[t, 1] = sm
+            for k in range(nc):
+                out[t, 0] += col_w[k]
+                out[t, 1] += col_m[k]
     return out
 
 
 # --------------------------------------------------------------------------- Conn
 
 
+#: Runs held at once by :func:`level_codes`: levels are labelled in batches of at most this many
+#: runs (a single level may exceed it), so memory stays bounded on adversarial input.
+RUN_BUDGET = 1 << 23
+
+
 @nb.njit(**_JIT)
-def min_levels_u8(p, g, lut):
-    """``min(lut[p], lut[g])`` per pixel: the highest threshold index both mattes pass."""
-    h, w = p.shape
-    m = np.empty((h, w), np.uint8)
+def _row_runs(p, g, lut, m, y, n, c0, c1, lv, cnt, keep, pos):
+    """Row y of ``m = min(lut[p], lut[g])``, written, and its runs of every level: counted in
+    ``cnt``, and stored from index n when ``keep``; returns the new n.
+
+    The positions where ``m`` changes are gathered first, without a branch per pixel (noise
+    makes that branch unpredictable); the changes themselves then alternate up and down.
+    """
+    w = m.shape[1]
+    k = 0
+    prev = 0
+    for x in range(w):
+        a = lut[p[y, x]]
+        b = lut[g[y, x]]
+        v = a if a < b else b
+        m[y, x] = v
+        pos[k] = x
+        k += v != prev
+        prev = v
+    open_run = np.zeros(11, np.int64)
+    prev = 0
+    for i in range(k):
+        x = pos[i]
+        v = m[y, x]
+        if v > prev:
+            for lev in range(prev + 1, v + 1):
+                cnt[lev, y + 1] += 1
+                if keep:
+                    c0[n] = x
+                    lv[n] = lev
+                    open_run[lev] = n
+                    n += 1
+        elif keep:
+            for lev in range(v + 1, prev + 1):
+                c1[open_run[lev]] = x
+        prev = v
+    if keep:
+        for lev in range(1, prev + 1):
+            c1[open_run[lev]] = w
+    return n
+
+
+@nb.njit(**_JIT)
+def _scan_runs(p, g, lut, m, c0, c1, lv):
+    """One scan writing ``m = min(lut[p], lut[g])``: every level's runs in scan order, and
+    ``cnt[i, y + 1]``, the number of runs of ``B_i = {m >= i}`` in row y. Returns
+    ``(n, cnt)``; the runs are stored while the next row's worst case fits in ``c0`` (``n = -1``
+    once it does not: only the counts are complete then).
+    """
+    h, w = m.shape
+    cnt = np.zeros((11, h + 1), np.int64)
+    row_max = 10 * ((w + 1) // 2)  # a row holds at most this many runs
+    pos = np.empty(w + 1, np.int64)
+    n = 0
     for y in range(h):
-        for x in range(w):
-            a = lut[p[y, x]]
-            b = lut[g[y, x]]
-            m[y, x] = a if a < b else b
-    return m
+        keep = n >= 0 and n + row_max <= c0.shape[0]
+        n = _row_runs(p, g, lut, m, y, n if keep else 0, c0, c1, lv, cnt, keep, pos)
+        if not keep:
+            n = -1
+    return n, cnt
 
 
 @nb.njit(**_JIT)
-def _find(parent, a):
+def _offsets(cnt, lo, hi, ptr):
+    """``ptr[i, y]``: index of row y's first run of level i, levels lo..hi stored one after
+    another; returns the number of runs."""
+    h = cnt.shape[1] - 1
+    off = 0
+    for lev in range(lo, hi + 1):
+        ptr[lev, 0] = off
+        for y in range(h):
+            ptr[lev, y + 1] = ptr[lev, y] + cnt[lev, y + 1]
+        off = ptr[lev, h]
+    return off
+
+
+@nb.njit(**_JIT)
+def _by_level(n, c0, c1, lv, ptr, d0, d1):
+    """Scan-order runs regrouped level by level into ``d0``/``d1`` (a stable counting sort:
+    row-major within each level)."""
+    fill = ptr[:, 0].copy()
+    for k in range(n):
+        lev = lv[k]
+        i = fill[lev]
+        d0[i] = c0[k]
+        d1[i] = c1[k]
+        fill[lev] = i + 1
+
+
+@nb.njit(**_JIT)
+def _fill_runs(m, lo, hi, ptr, c0, c1):
+    """Columns ``[c0, c1)`` of the runs of levels lo..hi, row-major within each level."""
+    h, w = m.shape
+    fill = np.zeros(11, np.int64)
+    for lev in range(lo, hi + 1):
+        fill[lev] = ptr[lev, 0]
+    for y in range(h):
+        prev = 0
+        for x in range(w):
+            v = m[y, x] & 15
+            if v > prev:
+                for lev in range(max(prev + 1, lo), min(v, hi) + 1):
+                    c0[fill[lev]] = x
+            elif v < prev:
+                for lev in range(max(v + 1, lo), min(prev, hi) + 1):
+                    c1[fill[lev]] = x
+                    fill[lev] += 1
+            prev = v
+        for lev in range(lo, min(prev, hi) + 1):
+            c1[fill[lev]] = w
+            fill[lev] += 1
+
+
+@nb.njit(**_JIT)
+def _root(parent, a):
     while parent[a] != a:
         parent[a] = parent[parent[a]]
         a = parent[a]
@@ -173,231 +327,217 @@ def _find(parent, a):
 
 
 @nb.njit(**_JIT)
-def chain_levels(m, icm):
-    """Round-down level index j (l = t_j, j = 10 means l = 1) per pixel under the Conn rule.
-
-    ``m`` holds, per pixel, the number of thresholds both mattes pass (0..10), so
-    ``B_i = {m >= i}`` are nested. Horizontal runs of equal ``m`` are the graph nodes; a
-    union-find pass in decreasing level order yields every level's largest 4-connected
-    component (ties: first pixel in column-major order, or row-major for ``icm``).
-
-    Levels where Ω_i is a component form a prefix 1..c: for ``dim`` up to the last non-empty
-    B_i, for ``icm`` while the component is strictly larger than the background (which wins
-    ties as label 0). The pixels still unassigned after step i are Ω_1 ∩ … ∩ Ω_i, i.e. Ω_i
-    while Ω_i ⊆ Ω_{i-1} (a chain of length K ≤ c) and empty after a break. With b the
-    widest-path level from a seed in Ω_K (one bucket-queue flood), ``dim`` gives
-    j = min(b, K); ``icm`` gives j = b if b < K, else K if K < c, else K if the pixel is in
-    the first background level K + 1 (m > K), else 10.
-    """
-    h, w = m.shape
-    # runs of equal nonzero level, row by row
-    n = 0
+def _union_rows(ptr, c0, c1, parent):
+    """Union-find over one level's runs; 4-connected runs of adjacent rows touch when their
+    column ranges overlap. Roots are the smallest (row-major first) run index, so
+    ``parent[k] <= k`` throughout."""
+    h = ptr.shape[0] - 1
+    base = ptr[0]
     for y in range(h):
-        prev = 0
-        for x in range(w):
-            v = m[y, x]
-            if v != prev and v != 0:
-                n += 1
-            prev = v
-    row_ptr = np.empty(h + 1, np.int64)
-    rc0 = np.empty(n, np.int64)
-    rc1 = np.empty(n, np.int64)
-    rlv = np.empty(n, np.uint8)
-    ry = np.empty(n, np.int64)
-    k = 0
-    for y in range(h):
-        row_ptr[y] = k
-        prev = 0
-        for x in range(w):
-            v = m[y, x]
-            if v != prev:
-                if prev != 0:
-                    rc1[k - 1] = x
-                if v != 0:
-                    rc0[k] = x
-                    rlv[k] = v
-                    ry[k] = y
-                    k += 1
-                prev = v
-        if prev != 0:
-            rc1[k - 1] = w
-    row_ptr[h] = k
-
-    # edges between touching runs, weight = min level of the two
-    cap = 3 * n + 1
-    ea = np.empty(cap, np.int64)
-    eb = np.empty(cap, np.int64)
-    ew = np.empty(cap, np.uint8)
-    ne = 0
-    for y in range(h):
-        s = row_ptr[y]
-        e = row_ptr[y + 1]
-        for r in range(s, e - 1):
-            if rc1[r] == rc0[r + 1]:
-                ea[ne] = r
-                eb[ne] = r + 1
-                ew[ne] = min(rlv[r], rlv[r + 1])
-                ne += 1
-        if y > 0:
-            i = row_ptr[y - 1]
-            j = s
-            while i < s and j < e:
-                if rc0[i] < rc1[j] and rc0[j] < rc1[i]:
-                    ea[ne] = i
-                    eb[ne] = j
-                    ew[ne] = min(rlv[i], rlv[j])
-                    ne += 1
-                if rc1[i] < rc1[j]:
-                    i += 1
-                elif rc1[j] < rc1[i]:
-                    j += 1
+        s = ptr[y]
+        e = ptr[y + 1]
+        for r in range(s, e):
+            parent[r - base] = r - base
+        if y == 0:
+            continue
+        i = ptr[y - 1]
+        j = s
+        while i < s and j < e:
+            a0, a1, b0, b1 = c0[i], c1[i], c0[j], c1[j]
+            if a0 < b1 and b0 < a1:
+                a = _root(parent, i - base)
+                b = j - base
+                if parent[b] == b:  # run j is still a root, and a <= i - base < b
+                    parent[b] = a
                 else:
-                    i += 1
-                    j += 1
-
-    # bucket runs and edges by level
-    rstart = np.zeros(12, np.int64)
-    for r in range(n):
-        rstart[rlv[r] + 1] += 1
-    for i in range(1, 12):
-        rstart[i] += rstart[i - 1]
-    rorder = np.empty(n, np.int64)
-    fill = rstart.copy()
-    for r in range(n):
-        rorder[fill[rlv[r]]] = r
-        fill[rlv[r]] += 1
-    estart = np.zeros(12, np.int64)
-    for t in range(ne):
-        estart[ew[t] + 1] += 1
-    for i in range(1, 12):
-        estart[i] += estart[i - 1]
-    eorder = np.empty(ne, np.int64)
-    fill = estart.copy()
-    for t in range(ne):
-        eorder[fill[ew[t]]] = t
-        fill[ew[t]] += 1
-
-    # union-find from level 10 down to 1, tracking the best component
-    parent = np.empty(n, np.int64)
-    size = np.zeros(n, np.int64)
-    key = np.zeros(n, np.int64)
-    rep = np.full(11, -1, np.int64)
-    best_size = np.zeros(11, np.int64)
-    in_b = np.zeros(11, np.int64)
-    contained = np.zeros(11, np.bool_)
-    active = 0
-    best = -1
-    bsize = 0
-    bkey = 0
-    for lev in range(10, 0, -1):
-        for q in range(rstart[lev], rstart[lev + 1]):
-            r = rorder[q]
-            parent[r] = r
-            size[r] = rc1[r] - rc0[r]
-            active += size[r]
-            key[r] = ry[r] * w + rc0[r] if icm else rc0[r] * h + ry[r]
-            if size[r] > bsize or (size[r] == bsize and key[r] < bkey):
-                best = r
-                bsize = size[r]
-                bkey = key[r]
-        for q in range(estart[lev], estart[lev + 1]):
-            t = eorder[q]
-            a = _find(parent, ea[t])
-            b = _find(parent, eb[t])
-            if a == b:
-                continue
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            if key[b] < key[a]:
-                key[a] = key[b]
-            if size[a] > bsize or (size[a] == bsize and key[a] < bkey):
-                best = a
-                bsize = size[a]
-                bkey = key[a]
-        in_b[lev] = active
-        if best >= 0:
-            if lev < 10 and rep[lev + 1] >= 0:
-                contained[lev + 1] = _find(parent, rep[lev + 1]) == best
-            rep[lev] = best
-            best_size[lev] = bsize
-
-    ncomp = 0  # c: levels 1..c take a component as Ω
-    for i in range(1, 11):
-        if rep[i] < 0 or (icm and best_size[i] <= h * w - in_b[i]):
-            break
-        ncomp = i
-    kmax = 0
-    for i in range(1, ncomp + 1):
-        if i >= 2 and not contained[i]:
-            break
-        kmax = i
-
-    jm = np.full((h, w), 10 if (icm and kmax == 0) else 0, np.uint8)
-    if n == 0:
-        return jm
-    # adjacency (CSR) and widest-path flood from a seed in Ω_K
-    ptr = np.zeros(n + 1, np.int64)
-    for t in range(ne):
-        ptr[ea[t] + 1] += 1
-        ptr[eb[t] + 1] += 1
-    for r in range(n):
-        ptr[r + 1] += ptr[r]
-    adj = np.empty(2 * ne, np.int64)
-    fill = ptr[:n].copy()
-    for t in range(ne):
-        adj[fill[ea[t]]] = eb[t]
-        fill[ea[t]] += 1
-        adj[fill[eb[t]]] = ea[t]
-        fill[eb[t]] += 1
-    reach = np.zeros(n, np.uint8)
-    nxt = np.full(n, -1, np.int64)
-    head = np.full(11, -1, np.int64)
-    if kmax > 0:
-        seed = rep[kmax]
-        reach[seed] = rlv[seed]
-        head[rlv[seed]] = seed
-    for lev in range(10, 0, -1):
-        while head[lev] != -1:
-            r = head[lev]
-            head[lev] = nxt[r]
-            for q in range(ptr[r], ptr[r + 1]):
-                o = adj[q]
-                if reach[o] == 0:
-                    v = min(lev, rlv[o])
-                    reach[o] = v
-                    nxt[o] = head[v]
-                    head[v] = o
-    for r in range(n):
-        b = np.int64(reach[r])
-        if not icm:
-            j = min(kmax, b)
-        elif b < kmax:
-            j = b
-        elif kmax < ncomp or (kmax < 10 and rlv[r] > kmax):
-            j = kmax
-        else:
-            j = 10
-        y = ry[r]
-        for x in range(rc0[r], rc1[r]):
-            jm[y, x] = j
-    return jm
+                    b = _root(parent, b)
+                    if a < b:
+                        parent[b] = a
+                    elif b < a:
+                        parent[a] = b
+            i += a1 <= b1  # advance the run that ends first (both when they end together)
+            j += b1 <= a1
 
 
 @nb.njit(**_JIT)
-def conn_row_sums_table(p, g, jm, table, mask, has_mask):
-    """Per row: Σ|T[j,p] − T[j,g]| over all pixels and over ``mask`` (uint8 mattes).
+def _largest(ptr, c0, c1, parent, size, icm):
+    """``(root, size, area)`` of the level's largest component; ``area = |B_i|``.
 
-    ``table`` is float64; with integer entries (dim numerators) the row sums stay exact.
+    Ties: the component whose first pixel comes first in column-major order (``dim``, MATLAB's
+    numbering) or row-major order (``icm``, scipy's numbering: the smallest root).
     """
+    h = ptr.shape[0] - 1
+    base = ptr[0]
+    n = ptr[h] - base
+    area = 0
+    for k in range(n):  # flatten: parent[k] < k is already a root
+        p = parent[k]
+        ln = c1[k + base] - c0[k + base]
+        area += ln
+        if p == k:
+            size[k] = ln
+        else:
+            p = parent[p]
+            parent[k] = p
+            size[p] += ln
+    best = -1
+    bsize = 0
+    ties = 0
+    for k in range(n):
+        if parent[k] == k:
+            if size[k] > bsize:
+                best = k
+                bsize = size[k]
+                ties = 1
+            elif size[k] == bsize:
+                ties += 1
+    if ties > 1 and not icm:  # the tied component holding the column-major first run wins
+        bkey = np.int64(-1)
+        for y in range(h):
+            for r in range(ptr[y], ptr[y + 1]):
+                root = parent[r - base]
+                if size[root] == bsize:
+                    key = np.int64(c0[r]) * h + y
+                    if bkey < 0 or key < bkey:
+                        bkey = key
+                        best = root
+    return best, bsize, area
+
+
+@nb.njit(**_JIT)
+def _drop_outside(m, lev, ptr, c0, c1, parent, best):
+    """Pixels of ``B_lev`` outside its component ``best`` drop at ``lev`` (the first drop is kept).
+
+    A pixel's code is ``((10 − drop) << 4) | m``: 0 in the high bits means "not dropped", so
+    the codes need no initialisation, and dropping at ``lev`` (``drop = lev − 1``) raises them.
+    """
+    h = ptr.shape[0] - 1
+    base = ptr[0]
+    code = (11 - lev) << 4
+    for y in range(h):
+        for r in range(ptr[y], ptr[y + 1]):
+            if parent[r - base] != best:
+                for x in range(c0[r], c1[r]):
+                    c = m[y, x]
+                    if c < code:
+                        m[y, x] = (c & 15) | code
+
+
+@nb.njit(**_JIT)
+def _decode_lut(component_wins):
+    """code → j: ``min(drop, j0[m])`` where ``j0[v]`` is the first level that drops every
+    pixel of level v as a whole: a component level above v, or (``icm``) a background level
+    at most v."""
+    j0 = np.full(16, 10, np.int64)
+    for v in range(11):
+        for i in range(1, 11):
+            if (component_wins[i] and v < i) or (not component_wins[i] and v >= i):
+                j0[v] = i - 1
+                break
+    lut = np.empty(256, np.uint8)
+    for c in range(256):
+        lut[c] = min(max(10 - (c >> 4), 0), j0[c & 15])
+    return lut
+
+
+@nb.njit(**_JIT)
+def _label_levels(m, lo, hi, ptr, c0, c1, total, parent, size, wins, icm):
+    """Label levels lo..hi (runs in ``c0``/``c1`` at ``ptr``) and drop the pixels outside Ω_i."""
+    h, w = m.shape
+    for lev in range(lo, hi + 1):
+        if total[lev] == 0:
+            wins[lev] = not icm  # icm: an empty B_i leaves Ω_i = the whole image
+            continue
+        _union_rows(ptr[lev], c0, c1, parent)
+        best, bsize, area = _largest(ptr[lev], c0, c1, parent, size, icm)
+        if icm and h * w - area >= bsize:
+            wins[lev] = False  # the background is Ω_i: all of B_i drops, as a whole
+            continue
+        _drop_outside(m, lev, ptr[lev], c0, c1, parent, best)
+
+
+def level_codes(p, g, lut, m, icm, budget):
+    """Conn's round-down level, per pixel: fills ``m`` with codes and returns ``decode``,
+    uint8[256], with ``j = decode[code]`` the level index (l = t_j; j = 10 means l = 1).
+
+    ``min(lut[p], lut[g])`` is, per pixel, the number of thresholds both mattes pass (0..10):
+    ``lut`` maps uint8 values to levels (or is the identity, with ``p = g = m`` holding the
+    levels already). The level sets
+    ``B_i = {m >= i}`` are nested. One scan of ``m`` yields every level's runs (maximal
+    horizontal intervals of B_i); a union-find over each level's runs gives its largest
+    4-connected component Ω_i. A pixel drops at the first i with the pixel outside Ω_i and
+    takes j = i − 1. ``dim``: Ω_i is that component (empty when B_i is), so the pixels below
+    level i drop there too, which leaves j ≤ m. ``icm``: the background (label 0) competes
+    and wins ties; when it wins, Ω_i is the complement of B_i.
+
+    At most ``budget`` runs are held at once: beyond that, levels are re-scanned in batches
+    (a single level may exceed it), so memory stays bounded on adversarial input. The large
+    buffers come from numpy (huge pages where the kernel offers them: page faults on fresh
+    memory would otherwise cost as much as the labelling); the kernels only fill them.
+    """
+    h, w = m.shape
+    cap = max(1, min(budget, 10 * h * ((w + 1) // 2)))
+    c0, c1, lv = np.empty(cap, np.int32), np.empty(cap, np.int32), np.empty(cap, np.uint8)
+    n, cnt = _scan_runs(p, g, lut, m, c0, c1, lv)
+    total = cnt[:, 1:].sum(axis=1)
+    parent = np.empty(max(1, int(total.max())), np.int64)
+    size = np.empty_like(parent)
+    wins = np.ones(11, np.bool_)  # dim: every level is a component level
+    ptr = np.zeros((11, h + 1), np.int64)
+    if n >= 0:
+        runs = _offsets(cnt, 1, 10, ptr)
+        d0, d1 = np.empty(runs, np.int32), np.empty(runs, np.int32)
+        _by_level(n, c0, c1, lv, ptr, d0, d1)
+        del c0, c1, lv
+        _label_levels(m, 1, 10, ptr, d0, d1, total, parent, size, wins, icm)
+        return _decode_lut(wins)
+    del c0, c1, lv
+    lo = 1
+    while lo <= 10:
+        hi = lo
+        while hi < 10 and total[lo:hi + 2].sum() <= budget:
+            hi += 1
+        runs = _offsets(cnt, lo, hi, ptr)
+        d0, d1 = np.empty(runs, np.int32), np.empty(runs, np.int32)
+        _fill_runs(m, lo, hi, ptr, d0, d1)
+        _label_levels(m, lo, hi, ptr, d0, d1, total, parent, size, wins, icm)
+        lo = hi + 1
+    return _decode_lut(wins)
+
+
+@nb.njit(**_JIT)
+def conn_row_sums_int(p, g, codes, lut, err, mask, has_mask):
+    """Per row: Σ err[j, p, g] over all pixels and over ``mask``, exact in int64.
+
+    ``err`` is the flattened integer table of |φ_p − φ_g| numerators (uint8 mattes, dim rule),
+    so each pixel costs one lookup; pixels cluster near p = g, so the lookups stay in cache.
+    """
+    h, w = p.shape
+    out = np.zeros((h, 2), np.int64)
+    for y in range(h):
+        sw = 0
+        sm = 0
+        for x in range(w):
+            i = (np.int64(lut[codes[y, x]]) << 16) | (np.int64(p[y, x]) << 8) | np.int64(g[y, x])
+            c = np.int64(err[i])
+            sw += c
+            if has_mask:
+                sm += c * np.int64(mask[y, x])
+        out[y, 0] = sw
+        out[y, 1] = sm
+    return out
+
+
+@nb.njit(**_JIT)
+def conn_row_sums_table(p, g, codes, lut, table, mask, has_mask):
+    """Per row: Σ|T[j,p] − T[j,g]| over all pixels and over ``mask`` (uint8 mattes, float table)."""
     h, w = p.shape
     out = np.zeros((h, 2), np.float64)
     for y in range(h):
         sw = 0.0
         sm = 0.0
         for x in range(w):
-            j = jm[y, x]
+            j = lut[codes[y, x]]
             c = abs(table[j, p[y, x]] - table[j, g[y, x]])
             sw += c
             if has_mask and mask[y, x]:
@@ -436,7 +576,7 @@ def min_levels_float(xp, xg, tol):
 
 
 @nb.njit(**_JIT)
-def conn_row_sums_float(xp, xg, jm, mask, has_mask, tol):
+def conn_row_sums_float(xp, xg, codes, lut, mask, has_mask, tol):
     """Per row: Σ|φ_p − φ_g| for 0..255-scale float mattes (dim rule, snapped values).
 
     With n = 10·x − 255·j = 2550·d, the θ test d ≥ 0.15 reads n ≥ 382.5.
@@ -447,7 +587,7 @@ def conn_row_sums_float(xp, xg, jm, mask, has_mask, tol):
         sw = 0.0
         sm = 0.0
         for x in range(w):
-            j = np.float64(jm[y, x])
+            j = np.float64(lut[codes[y, x]])
             n_p = 10.0 * _snap(xp[y, x], tol) - 255.0 * j
             n_g = 10.0 * _snap(xg[y, x], tol) - 255.0 * j
             dp = n_p / 2550.0 if n_p >= 382.5 else 0.0
@@ -484,7 +624,7 @@ def min_levels_icm_float(xp, xg, thresholds):
 
 
 @nb.njit(**_JIT)
-def conn_row_sums_icm_float(xp, xg, jm, lvals, theta, mask, has_mask):
+def conn_row_sums_icm_float(xp, xg, codes, lut, lvals, theta, mask, has_mask):
     """Per row: Σ|φ_p − φ_g| with the official code's float32 alpha and float64 d = α − l."""
     h, w = xp.shape
     out = np.zeros((h, 2), np.float64)
@@ -492,7 +632,7 @@ def conn_row_sums_icm_float(xp, xg, jm, lvals, theta, mask, has_mask):
         sw = 0.0
         sm = 0.0
         for x in range(w):
-            lv = lvals[jm[y, x]]
+            lv = lvals[lut[codes[y, x]]]
             dp = _icm_alpha(xp[y, x]) - lv
             dg = _icm_alpha(xg[y, x]) - lv
             fp = 1.0 - dp if dp >= theta else 1.0

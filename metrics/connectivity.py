@@ -28,11 +28,13 @@ Conn = Σ|φ_pred − φ_gt|. Raw sums are returned; callers divide by 1000.
 
 Two implementations give the same level map: the numpy path labels each B_i with scipy
 (the transposed mask for column-major numbering), literally as the reference loops; the
-numba path builds the component tree of all ten levels in one union-find pass over
-horizontal runs (:func:`metrics._numba.chain_levels`).
+numba path (:func:`metrics._numba.level_codes`) finds every level's runs in one scan and
+labels each level with a union-find over its runs.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy import ndimage
@@ -49,6 +51,8 @@ SNAP_TOL = 1e-4
 THETA = 0.15
 _THETA_2550 = 382.5  # 2550·θ, exact in binary
 _CROSS = ndimage.generate_binary_structure(2, 1)
+#: uint8 → itself: :func:`metrics._numba.level_codes` on levels computed already (float mattes).
+IDENTITY_LUT = np.arange(256, dtype=np.uint8)
 
 
 def dim_level_lut() -> np.ndarray:
@@ -61,6 +65,16 @@ def dim_phi_table() -> np.ndarray:
     j = np.arange(11)[:, None]
     k = np.arange(256)[None, :]
     return np.where(40 * k - 1020 * j >= 1530, 2 * k - 51 * j, 0).astype(np.int32)
+
+
+@functools.cache
+def dim_error_table() -> np.ndarray:
+    """int16[11·256·256], flattened: ``|T[j, p] − T[j, g]|`` for :func:`dim_phi_table` ``T``,
+    indexed by ``(j << 16) | (p << 8) | g``."""
+    t = dim_phi_table().astype(np.int32)
+    err = np.abs(t[:, :, None] - t[:, None, :]).astype(np.int16).ravel()
+    err.flags.writeable = False
+    return err
 
 
 def snap(x: np.ndarray) -> np.ndarray:
@@ -143,14 +157,14 @@ def _dim_sums(pair: Pair, mask: np.ndarray | None, backend: str) -> tuple[float,
         return _dim_sums_numpy(pair, mask)
     mk = mask if mask is not None else np.zeros((1, 1), np.bool_)
     if pair.exact:
-        m = nb.min_levels_u8(pair.pred, pair.gt, dim_level_lut())
-        jm = nb.chain_levels(m, False)
-        table = dim_phi_table().astype(np.float64)  # integer numerators: row sums stay exact
-        rows = nb.conn_row_sums_table(pair.pred, pair.gt, jm, table, mk, mask is not None)
-        return fsum_rows(rows[:, 0]) / 510.0, fsum_rows(rows[:, 1]) / 510.0
-    m = nb.min_levels_float(pair.pred, pair.gt, SNAP_TOL)
-    jm = nb.chain_levels(m, False)
-    rows = nb.conn_row_sums_float(pair.pred, pair.gt, jm, mk, mask is not None, SNAP_TOL)
+        codes = np.empty(pair.pred.shape, np.uint8)
+        lut = nb.level_codes(pair.pred, pair.gt, dim_level_lut(), codes, False, nb.RUN_BUDGET)
+        rows = nb.conn_row_sums_int(pair.pred, pair.gt, codes, lut, dim_error_table(), mk, mask is not None)
+        whole, masked = rows.sum(axis=0)  # integer numerators: exact
+        return float(whole) / 510.0, float(masked) / 510.0
+    codes = nb.min_levels_float(pair.pred, pair.gt, SNAP_TOL)
+    lut = nb.level_codes(codes, codes, IDENTITY_LUT, codes, False, nb.RUN_BUDGET)
+    rows = nb.conn_row_sums_float(pair.pred, pair.gt, codes, lut, mk, mask is not None, SNAP_TOL)
     return fsum_rows(rows[:, 0]), fsum_rows(rows[:, 1])
 
 
@@ -169,14 +183,14 @@ def _icm_sums(pair: Pair, mask: np.ndarray | None, backend: str) -> tuple[float,
     mk = mask if mask is not None else np.zeros((1, 1), np.bool_)
     if pair.exact:
         alpha = icm_alpha(np.arange(256))
-        m = nb.min_levels_u8(pair.pred, pair.gt, _icm_levels(alpha))
-        jm = nb.chain_levels(m, True)
+        codes = np.empty(pair.pred.shape, np.uint8)
+        lut = nb.level_codes(pair.pred, pair.gt, _icm_levels(alpha), codes, True, nb.RUN_BUDGET)
         table = _icm_phi(alpha[None, :], lvals[:, None])
-        rows = nb.conn_row_sums_table(pair.pred, pair.gt, jm, table, mk, mask is not None)
+        rows = nb.conn_row_sums_table(pair.pred, pair.gt, codes, lut, table, mk, mask is not None)
     else:
-        m = nb.min_levels_icm_float(pair.pred, pair.gt, ICM_THRESHOLDS)
-        jm = nb.chain_levels(m, True)
-        rows = nb.conn_row_sums_icm_float(pair.pred, pair.gt, jm, lvals, THETA, mk, mask is not None)
+        codes = nb.min_levels_icm_float(pair.pred, pair.gt, ICM_THRESHOLDS)
+        lut = nb.level_codes(codes, codes, IDENTITY_LUT, codes, True, nb.RUN_BUDGET)
+        rows = nb.conn_row_sums_icm_float(pair.pred, pair.gt, codes, lut, lvals, THETA, mk, mask is not None)
     return fsum_rows(rows[:, 0]), fsum_rows(rows[:, 1])
 
 

@@ -22,7 +22,7 @@ from metrics._kernel import full_factors, half_factors
 from metrics._reduce import fsum_rows, region_sums
 
 #: Tile size of the compiled kernel (rows, columns).
-TILE = (64, 256)
+TILE = (64, 128)
 
 
 def matte_scale(x: np.ndarray, protocol: str) -> float:

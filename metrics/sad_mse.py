@@ -23,5 +23,8 @@ def diff_sums(pair: Pair, mask: np.ndarray | None,
         d = pair.pred.astype(np.int64) - pair.gt.astype(np.int64) if pair.exact else pair.pred - pair.gt
         return region_sums(np.abs(d), mask), region_sums(d * d, mask)
     m = mask if mask is not None else np.zeros((1, 1), np.bool_)
+    if pair.exact:  # integer sums: exact whatever the order
+        rows = nb.diff_row_sums_u8(pair.pred, pair.gt, m, mask is not None).sum(axis=0)
+        return (float(rows[0]), float(rows[2])), (float(rows[1]), float(rows[3]))
     rows = nb.diff_row_sums(pair.pred, pair.gt, m, mask is not None)
     return (fsum_rows(rows[:, 0]), fsum_rows(rows[:, 2])), (fsum_rows(rows[:, 1]), fsum_rows(rows[:, 3]))
