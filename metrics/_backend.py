@@ -13,6 +13,8 @@ from pathlib import Path
 from types import ModuleType
 
 _NOTICE = "compiling metric kernels, first run only (about a minute)"
+_NOTICE_NO_CACHE = ("compiling metric kernels (about a minute): no writable cache folder, so every process "
+                    "compiles them; set NUMBA_CACHE_DIR to a writable folder to keep them")
 
 
 @functools.cache
@@ -47,6 +49,9 @@ def compile_notice(module: ModuleType | None = None) -> bool:
     if _noticed or os.environ.get("ICMBENCH_COMPILE_NOTICE", "1") == "0":
         return False
     _noticed.append(True)
+    if not getattr(module, "CACHED", True):
+        print(_NOTICE_NO_CACHE, file=sys.stderr, flush=True)
+        return True
     try:
         uncached = _uncached(module)
     except Exception:  # numba internals moved: no notice rather than a failure

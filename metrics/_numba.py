@@ -8,10 +8,62 @@ must give the same numbers (the tests compare both on the golden cases and rando
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import numba
 import numba as nb
 import numpy as np
 
-_JIT = {"cache": True, "nogil": True}
+
+def _probe() -> int:
+    """A function of this file: numba chooses a cache folder per source file."""
+    return 0
+
+
+def private_cache_dir() -> Path | None:
+    """``$TMPDIR/icmbench-numba-<uid>``, created private (0700) and checked to be ours, or None."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"icmbench-numba-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.lstat()
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return None
+    mine = uid is None or st.st_uid == uid
+    private = stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return folder if mine and private else None  # never load kernels others could have written
+
+
+def _can_cache() -> bool:
+    """Whether the kernels can be cached on disk, choosing the folder if numba cannot.
+
+    numba tries ``$NUMBA_CACHE_DIR``, the package's ``__pycache__`` and the user cache
+    (``~/.cache/numba``); when none is writable (a read-only install with a read-only home),
+    the kernels go to :func:`private_cache_dir`, and without that they compile in every process.
+    """
+    try:
+        nb.njit(cache=True)(_probe)
+        return True
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        pass
+    folder = private_cache_dir()
+    if folder is None:
+        return False
+    numba.config.CACHE_DIR = str(folder)
+    try:
+        nb.njit(cache=True)(_probe)
+        return True
+    except RuntimeError:
+        return False
+
+
+#: False when no cache folder is writable: every process then compiles the kernels again.
+CACHED = _can_cache()
+_JIT = {"cache": CACHED, "nogil": True}
 
 
 # --------------------------------------------------------------------------- SAD / MSE

@@ -213,3 +213,91 @@ def test_sad_mse_symmetric_and_zero_on_identity(pair):
         assert a[region]["Grad"] == pytest.approx(b[region]["Grad"], rel=1e-12, abs=1e-18)
     same = evaluate(p, p, t)
     assert all(v == 0 for v in same["whole"].values())
+
+
+# --------------------------------------------------------------------------- Conn level map
+
+
+def _oracle_levels_dim(m: np.ndarray) -> np.ndarray:
+    """Round-down index per pixel from the definition, with the breadth-first labeller."""
+    j = np.full(m.shape, -1)
+    for i in range(1, 11):
+        comps = _components_colmajor(m >= i)
+        omega = set()
+        if comps:
+            best = max(len(c) for c in comps)
+            omega = set(next(c for c in comps if len(c) == best))
+        for y, x in zip(*np.nonzero(j == -1), strict=True):
+            if (y, x) not in omega:
+                j[y, x] = i - 1
+    j[j == -1] = 10
+    return j
+
+
+@st.composite
+def level_maps(draw, max_side: int = 12):
+    """Per-pixel level counts 0..10: uniform, a few values, percolating 0/10 or speckled 9/10."""
+    h = draw(st.integers(1, max_side))
+    w = draw(st.integers(1, max_side))
+    kind = draw(st.sampled_from(["uniform", "few", "percolation", "speckle"]))
+    if kind == "uniform":
+        return draw(arrays(np.uint8, (h, w), elements=st.integers(0, 10)))
+    if kind == "few":
+        values = draw(st.lists(st.integers(0, 10), min_size=1, max_size=3, unique=True))
+        return draw(arrays(np.uint8, (h, w), elements=st.sampled_from(values)))
+    lo = 0 if kind == "percolation" else 9
+    return draw(arrays(np.uint8, (h, w), elements=st.sampled_from([lo, 10])))
+
+
+def _level_codes(m: np.ndarray, icm: bool, budget: int) -> np.ndarray:
+    from metrics import _numba
+    from metrics.connectivity import IDENTITY_LUT
+
+    codes = np.empty_like(m)
+    decode = _numba.level_codes(m, m, IDENTITY_LUT, codes, icm, budget)
+    return decode[codes]
+
+
+#: run budgets: one level per batch and below (re-scans), a few levels per batch, all at once
+BUDGETS = [1, 7, 40, 1 << 23]
+
+
+@needs_numba
+@settings(max_examples=300, deadline=None)
+@given(level_maps(), st.sampled_from(BUDGETS))
+def test_level_codes_match_the_definition_dim(m, budget):
+    got = _level_codes(m, False, budget)
+    assert np.array_equal(got, _oracle_levels_dim(m)), (m, got)
+
+
+@needs_numba
+@settings(max_examples=300, deadline=None)
+@given(level_maps(), st.sampled_from(BUDGETS))
+def test_level_codes_match_the_official_labelling_icm(m, budget):
+    from metrics.connectivity import icm_levels
+
+    got = _level_codes(m, True, budget)
+    assert np.array_equal(got, icm_levels(m)), (m, got)
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["percolation", "speckle", "noisy-ramp"])
+@pytest.mark.parametrize("icm", [False, True])
+def test_level_codes_on_large_fragmented_maps(kind, icm):
+    """Near the percolation threshold every level breaks into many components, the case that
+    made the old run chain slow; 240×320 maps against scipy's labelling, all budgets."""
+    from metrics.connectivity import icm_levels, reference_levels
+
+    rng = np.random.default_rng(17)
+    h, w = 240, 320
+    if kind == "percolation":
+        m = np.where(rng.random((h, w)) < 0.593, 10, 0)
+    elif kind == "speckle":
+        m = np.where(rng.random((h, w)) < 0.6, 10, 9)
+    else:  # a ramp through every level with ±1 noise at each boundary
+        ramp = np.linspace(0, 10.99, w)[None, :] + rng.integers(-1, 2, (h, w))
+        m = np.clip(ramp, 0, 10)
+    m = m.astype(np.uint8)
+    want = icm_levels(m) if icm else reference_levels(m)
+    for budget in (1, 5000, 1 << 23):
+        assert np.array_equal(_level_codes(m, icm, budget), want), budget
