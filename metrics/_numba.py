@@ -126,22 +126,6 @@ def diff_row_sums_u8(p, g, mask, has_mask):
 
 
 @nb.njit(**_JIT)
-def _window_is_constant(x, r0, r1, c0, c1):
-    """Row by row min/max (a branch-free inner loop the compiler vectorises)."""
-    v = x[r0, c0]
-    for y in range(r0, r1):
-        lo = v
-        hi = v
-        for c in range(c0, c1):
-            e = x[y, c]
-            lo = min(lo, e)
-            hi = max(hi, e)
-        if lo != hi:
-            return False
-    return True
-
-
-@nb.njit(**_JIT)
 def _tile_amplitude(x, r0, r1, c0, c1, g0, g1, scale, row, dbuf, ebuf, amp):
     """Gradient amplitude on rows r0..r1, cols c0..c1 with replicate borders, times ``scale``.
 
@@ -191,11 +175,11 @@ def _tile_amplitude(x, r0, r1, c0, c1, g0, g1, scale, row, dbuf, ebuf, amp):
 
 
 @nb.njit(**_JIT)
-def grad_tile_sums(p, g, sp, sg, mask, has_mask, g0, g1, th, tw):
+def grad_tile_sums(p, g, sp, sg, live_p, live_g, mask, has_mask, g0, g1, th, tw):
     """Per tile: Σ(amp_p − amp_g)² over the tile and over the tile ∩ mask.
 
-    Tiles whose 4-pixel-padded window is constant in a matte give that matte amplitude 0
-    without computing it (the computed value would be exactly 0 too).
+    A matte's amplitude is computed only on its ``live`` tiles; elsewhere its 4-pixel-padded
+    window is constant, where the computed value would be exactly 0 too.
     """
     h, w = p.shape
     rad = 4
@@ -212,24 +196,20 @@ def grad_tile_sums(p, g, sp, sg, mask, has_mask, g0, g1, th, tw):
     for ty in range(nty):
         r0 = ty * th
         r1 = min(r0 + th, h)
-        wr0 = max(r0 - rad, 0)
-        wr1 = min(r1 + rad, h)
         for tx in range(ntx):
             c0 = tx * tw
             c1 = min(c0 + tw, w)
-            wc0 = max(c0 - rad, 0)
-            wc1 = min(c1 + rad, w)
-            live_p = sp != 0.0 and not _window_is_constant(p, wr0, wr1, wc0, wc1)
-            live_g = sg != 0.0 and not _window_is_constant(g, wr0, wr1, wc0, wc1)
-            if not live_p and not live_g:
+            do_p = live_p[ty, tx]
+            do_g = live_g[ty, tx]
+            if not do_p and not do_g:
                 continue
             nr = r1 - r0
             nc = c1 - c0
-            if live_p:
+            if do_p:
                 _tile_amplitude(p, r0, r1, c0, c1, g0, g1, sp, row, dbuf, ebuf, amp_p)
             else:
                 amp_p[:nr, :nc] = 0.0
-            if live_g:
+            if do_g:
                 _tile_amplitude(g, r0, r1, c0, c1, g0, g1, sg, row, dbuf, ebuf, amp_g)
             else:
                 amp_g[:nr, :nc] = 0.0

@@ -18,10 +18,10 @@ from scipy import ndimage
 
 from metrics import _backend
 from metrics._inputs import Pair
-from metrics._kernel import full_factors, half_factors
+from metrics._kernel import RADIUS, full_factors, half_factors
 from metrics._reduce import fsum_rows, region_sums
 
-#: Tile size of the compiled kernel (rows, columns).
+#: Tile size of the compiled kernel (rows, columns); at least the 4-px kernel radius each way.
 TILE = (64, 128)
 
 
@@ -53,6 +53,40 @@ def error_map(pair: Pair) -> np.ndarray:
     return (ap - ag) ** 2
 
 
+def _bands(x: np.ndarray, size: int, reduce: np.ufunc) -> np.ndarray:
+    """``reduce`` over bands of ``size`` rows (the last one may be shorter): one row per band."""
+    h = x.shape[0]
+    n, full = -(-h // size), h // size
+    out = np.empty((n, *x.shape[1:]), x.dtype)
+    if full:
+        reduce.reduce(x[: full * size].reshape(full, size, *x.shape[1:]), axis=1, out=out[:full])
+    if full < n:
+        reduce.reduce(x[full * size:], axis=0, out=out[full])
+    return out
+
+
+def _window_rows(x: np.ndarray, size: int, reduce: np.ufunc) -> np.ndarray:
+    """``reduce`` over each band of ``size`` rows widened by the kernel radius (clamped), so over
+    every row a tile's amplitude reads; numpy's vectorised reductions do the work."""
+    h = x.shape[0]
+    start = np.arange(0, h, size)
+    stop = np.minimum(start + size, h)
+    r = np.arange(RADIUS)
+    halo = np.clip(np.concatenate([start[:, None] - 1 - r, stop[:, None] + r], axis=1), 0, h - 1)
+    return reduce(_bands(x, size, reduce), reduce.reduce(x[halo], axis=1))
+
+
+def live_tiles(x: np.ndarray, scale: float, tile: tuple[int, int] = TILE) -> np.ndarray:
+    """bool[tile rows, tile cols]: the tiles where the amplitude of ``x`` may be non-zero, i.e.
+    whose 4-pixel-padded window is not constant (elsewhere every derivative tap is an exact 0).
+    A zero scale (a constant ``dim`` matte) kills every tile."""
+    th, tw = tile
+    if scale == 0.0:
+        return np.zeros((-(-x.shape[0] // th), -(-x.shape[1] // tw)), np.bool_)
+    lo, hi = (_window_rows(_window_rows(x, th, red).T, tw, red).T for red in (np.minimum, np.maximum))
+    return lo != hi
+
+
 def grad_sums(pair: Pair, mask: np.ndarray | None, backend: str = "auto") -> tuple[float, float]:
     """Raw Grad sums ``(whole image, mask)``; the mask sum is 0 without a mask."""
     if pair.pred.size == 0:
@@ -64,5 +98,6 @@ def grad_sums(pair: Pair, mask: np.ndarray | None, backend: str = "auto") -> tup
     sp = matte_scale(pair.pred, pair.protocol)
     sg = matte_scale(pair.gt, pair.protocol)
     m = mask if mask is not None else np.zeros((1, 1), np.bool_)
-    tiles = nb.grad_tile_sums(pair.pred, pair.gt, sp, sg, m, mask is not None, g0, g1, *TILE)
+    live_p, live_g = live_tiles(pair.pred, sp), live_tiles(pair.gt, sg)
+    tiles = nb.grad_tile_sums(pair.pred, pair.gt, sp, sg, live_p, live_g, m, mask is not None, g0, g1, *TILE)
     return fsum_rows(tiles[:, 0]), fsum_rows(tiles[:, 1])

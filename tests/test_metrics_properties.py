@@ -301,3 +301,48 @@ def test_level_codes_on_large_fragmented_maps(kind, icm):
     want = icm_levels(m) if icm else reference_levels(m)
     for budget in (1, 5000, 1 << 23):
         assert np.array_equal(_level_codes(m, icm, budget), want), budget
+
+
+# --------------------------------------------------------------------------- Grad tiles
+
+
+def _live_brute(x: np.ndarray, th: int, tw: int) -> np.ndarray:
+    h, w = x.shape
+    out = np.zeros((-(-h // th), -(-w // tw)), bool)
+    for i, r0 in enumerate(range(0, h, th)):
+        for j, c0 in enumerate(range(0, w, tw)):
+            win = x[max(r0 - 4, 0):min(r0 + th + 4, h), max(c0 - 4, 0):min(c0 + tw + 4, w)]
+            out[i, j] = win.min() != win.max()
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(4, 12), st.integers(4, 12),
+       st.sampled_from([0.0, 0.003, 0.03, 0.3]), st.integers(0, 2**32 - 1))
+def test_live_tiles_are_the_tiles_with_a_non_constant_padded_window(h, w, th, tw, density, seed):
+    from metrics.gradient import live_tiles
+
+    rng = np.random.default_rng(seed)
+    x = np.where(rng.random((h, w)) < density, rng.integers(0, 256, (h, w)), 7).astype(np.uint8)
+    assert np.array_equal(live_tiles(x, 1.0, (th, tw)), _live_brute(x, th, tw))
+    assert not live_tiles(x, 0.0, (th, tw)).any()
+
+
+@needs_numba
+@pytest.mark.parametrize("protocol", ["dim", "icm"])
+def test_grad_tile_skipping_is_exact_on_large_mattes(protocol):
+    """Sparse blobs on constant ground: most tiles are skipped in one matte or both, and the
+    compiled path still equals the numpy path (which computes every pixel)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    h, w = 300, 700
+    blobs = ndimage.gaussian_filter((rng.random((h, w)) < 0.0004).astype(float), 6)
+    p = np.clip(blobs / blobs.max() * 255, 0, 255).astype(np.uint8)
+    g = np.roll(p, (3, 150), axis=(0, 1))
+    g[:40] = 255
+    t = np.where(rng.random((h, w)) < 0.5, 128, 0).astype(np.uint8)
+    fast = evaluate(p, g, t, protocol=protocol, backend="numba")
+    slow = evaluate(p, g, t, protocol=protocol, backend="numpy")
+    assert fast["whole"]["Grad"] > 0
+    assert not _close(fast, slow, 1e-10, 1e-15)
