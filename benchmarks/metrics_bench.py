@@ -23,10 +23,11 @@ single-threaded, and must give the same numbers (relative difference ≤ 1e-9).
 
 Memory is the peak resident-set-size increase during the call (Linux: VmHWM after resetting
 it through ``/proc/self/clear_refs``, minus VmRSS before), which also counts allocations
-made inside compiled code. Usage::
+made inside compiled code. The script re-runs itself with ``MALLOC_MMAP_THRESHOLD_`` fixed, so
+that memory freed by an earlier call is returned to the system and cannot hide a later peak. Usage::
 
     .venv/bin/python benchmarks/metrics_bench.py [--repeat 3] [--cases clean,noisy,unknown]
-        [--numpy-backend] [--no-icm] [--reuse-cache]
+        [--numpy-backend] [--float] [--no-icm] [--reuse-cache]
 """
 
 from __future__ import annotations
@@ -273,6 +274,10 @@ def run_case(name: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
         print(f"evaluate(protocol='icm'): {icm_t:.3f} s ("
               + ", ".join(f"{k} {v:.3f}" for k, v in icm_parts.items())
               + f"); peak RSS increase {_fmt_mb(icm_peak)}")
+    if args.float:
+        pf = (pred / np.float32(255)).astype(np.float32)
+        f_t, f_peak, _ = measure(lambda: evaluate(pf, gt, trimap))
+        print(f"evaluate with a float32 prediction: {f_t:.3f} s; peak RSS increase {_fmt_mb(f_peak)}")
     if args.numpy_backend:
         np_t, np_peak, np_res = measure(lambda: evaluate(pred, gt, trimap, backend="numpy"))
         print(f"evaluate(backend='numpy') (fallback without numba): {np_t:.3f} s; peak RSS increase "
@@ -287,6 +292,15 @@ def run_case(name: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
     return {"ok": all(checks.values()), "median": med, "ratio": ratio, "peak": peak}
 
 
+def _exact_peaks() -> None:
+    """Re-run this script with glibc's mmap threshold fixed, so that every large array is
+    returned to the system when freed: otherwise memory kept from an earlier call hides part of
+    a later call's peak."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of evaluate per case (default 3)")
@@ -295,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-cache", action="store_true", help="use numba's normal on-disk cache")
     ap.add_argument("--numpy-backend", action="store_true", help="also time evaluate(backend='numpy')")
     ap.add_argument("--no-icm", dest="icm", action="store_false", help="skip evaluate(protocol='icm')")
+    ap.add_argument("--float", action="store_true",
+                    help="also time a float32 prediction in [0, 1] (what methods output)")
     args = ap.parse_args(argv)
+    if argv is None:
+        _exact_peaks()
     names = tuple(c for c in args.cases.split(",") if c)
     if bad := [c for c in names if c not in CASES]:
         ap.error(f"unknown case(s) {bad}; expected some of {CASES}")
