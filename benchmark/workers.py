@@ -92,6 +92,31 @@ def _main_module_hidden() -> Iterator[None]:
             setattr(main, k, v)
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while workers are spawned, then raise a held one again.
+
+    One arriving half-way through a spawn would leave a child reading a broken pipe (and
+    printing its traceback). Blocking the signal in this thread is not enough: the run's other
+    threads may receive it, and Python then runs the handler here anyway. So a stand-in handler
+    records it, and the real handlers come back on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _frame: held.append(signum)) for s in _INTERRUPTS}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one reaches the stand-in
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def _warm_up() -> None:
     """Load the metric kernels in a fresh worker (while the main process builds the method)."""
     import numpy as np
@@ -125,21 +150,16 @@ class ScoringPool:
     def __enter__(self) -> ProcessPoolExecutor | None:
         if self.n <= 1:
             return None
-        # An interrupt (Ctrl-C, SIGTERM) waits until every worker has started: one arriving half-way
-        # through a spawn would leave a child reading a broken pipe (and printing its traceback).
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
         try:
-            cls = _Executor if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
-            self.pool = cls(self.n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                            initargs=(os.getpid(),))
-            for _ in range(self.n):  # start every worker now, each loading the kernels in the background
-                self.pool.submit(_warm_up)
-        finally:
-            try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending interrupt is raised here
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
+            with _interrupts_held():  # an interrupt waits until every worker has started
+                cls = _Executor if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
+                self.pool = cls(self.n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                initargs=(os.getpid(),))
+                for _ in range(self.n):  # start every worker now, each loading the kernels in the background
+                    self.pool.submit(_warm_up)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self.pool
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

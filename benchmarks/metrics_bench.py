@@ -337,9 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for protocol in ("dim", "icm"):
         evaluate(pred[crop].copy(), gt[crop].copy(), trimap[crop].copy(), protocol=protocol)
+        if args.float:
+            evaluate((pred[crop] / np.float32(255)).astype(np.float32), gt[crop].copy(), trimap[crop].copy(),
+                     protocol=protocol)
     first = time.perf_counter() - t0
     cache = "normal cache" if args.reuse_cache else "empty cache"
-    print(f"first calls on a 64×64 crop, both protocols (JIT compilation, {cache}): {first:.2f} s "
+    kinds = "uint8 and float32, " if args.float else ""
+    print(f"first calls on a 64×64 crop, {kinds}both protocols (JIT compilation, {cache}): {first:.2f} s "
           "(excluded below)")
     results = {name: run_case(name, case, args) for name, case in cases.items()}
     print("\n## summary")

@@ -213,3 +213,37 @@ def test_error_rows_give_exit_status_1_unless_ignored(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 1, res.stderr
     assert len(list((tmp_path / "m").rglob("results.csv"))) == 2, res.stderr
+
+
+def test_interrupt_during_worker_spawn_is_held_then_raised():
+    """A SIGTERM that reaches another thread while workers spawn must not interrupt the spawn
+    (Python runs handlers in the main thread, whatever thread the signal reached)."""
+    import threading
+
+    from benchmark.workers import _interrupts_held
+
+    seen: list[str] = []
+
+    def handler(signum, frame):
+        raise RuntimeError("interrupted")
+
+    go = threading.Event()
+
+    def other_thread() -> None:  # started before the hold, like the run's decode threads
+        go.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        with pytest.raises(RuntimeError, match="interrupted"), _interrupts_held():
+            go.set()
+            t.join()
+            for _ in range(200):  # bytecode boundaries where a handler would run
+                time.sleep(0.001)
+            seen.append("spawned")
+        assert seen == ["spawned"]
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, old)
