@@ -84,7 +84,7 @@ def live_tiles(x: np.ndarray, scale: float, tile: tuple[int, int] = TILE) -> np.
     if scale == 0.0:
         return np.zeros((-(-x.shape[0] // th), -(-x.shape[1] // tw)), np.bool_)
     lo, hi = (_window_rows(_window_rows(x, th, red).T, tw, red).T for red in (np.minimum, np.maximum))
-    return lo != hi
+    return np.ascontiguousarray(lo != hi)  # one layout, so one compiled kernel
 
 
 def grad_sums(pair: Pair, mask: np.ndarray | None, backend: str = "auto") -> tuple[float, float]:

@@ -221,3 +221,20 @@ def test_import_and_evaluate_without_numba_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+def test_one_compiled_kernel_per_input_type():
+    """Small and large mattes, constant and not, reach every kernel with one array layout:
+    each extra signature would be a second compilation (seconds) in every fresh process."""
+    from metrics import _numba
+
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 256, (150, 300), dtype=np.uint8)
+    for p in (np.zeros((8, 8), np.uint8), big, np.full((70, 140), 9, np.uint8)):
+        g = np.ascontiguousarray(p[::-1])
+        for protocol in ("dim", "icm"):
+            evaluate(p, g, np.full(p.shape, 128, np.uint8), protocol=protocol)
+    for name in ("grad_tile_sums", "diff_row_sums_u8", "conn_row_sums_int", "conn_row_sums_table", "_scan_runs"):
+        sigs = [s for s in getattr(_numba, name).signatures if "uint8" in str(s[0])]
+        assert len(sigs) == 1, (name, sigs)
