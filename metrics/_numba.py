@@ -488,7 +488,7 @@ def _label_levels(m, lo, hi, ptr, c0, c1, total, parent, size, wins, icm):
         _drop_outside(m, lev, ptr[lev], c0, c1, parent, best)
 
 
-def level_codes(p, g, lut, m, icm, budget):
+def level_codes(p, g, lut, m, icm, budget, index=None):
     """Conn's round-down level, per pixel: fills ``m`` with codes and returns ``decode``,
     uint8[256], with ``j = decode[code]`` the level index (l = t_j; j = 10 means l = 1).
 
@@ -503,7 +503,8 @@ def level_codes(p, g, lut, m, icm, budget):
     and wins ties; when it wins, Ω_i is the complement of B_i.
 
     At most ``budget`` runs are held at once: beyond that, levels are re-scanned in batches
-    (a single level may exceed it), so memory stays bounded on adversarial input. The large
+    (a single level may exceed it), so memory stays bounded on adversarial input: 8 bytes per
+    held run, plus 8 per run of the largest level (16 above 2³¹ pixels). The large
     buffers come from numpy (huge pages where the kernel offers them: page faults on fresh
     memory would otherwise cost as much as the labelling); the kernels only fill them.
     """
@@ -512,7 +513,9 @@ def level_codes(p, g, lut, m, icm, budget):
     c0, c1, lv = np.empty(cap, np.int32), np.empty(cap, np.int32), np.empty(cap, np.uint8)
     n, cnt = _scan_runs(p, g, lut, m, c0, c1, lv)
     total = cnt[:, 1:].sum(axis=1)
-    parent = np.empty(max(1, int(total.max())), np.int64)
+    if index is None:  # run indices and component sizes
+        index = np.int32 if h * w < 2**31 else np.int64
+    parent = np.empty(max(1, int(total.max())), index)
     size = np.empty_like(parent)
     wins = np.ones(11, np.bool_)  # dim: every level is a component level
     ptr = np.zeros((11, h + 1), np.int64)

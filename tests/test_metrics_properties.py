@@ -249,12 +249,12 @@ def level_maps(draw, max_side: int = 12):
     return draw(arrays(np.uint8, (h, w), elements=st.sampled_from([lo, 10])))
 
 
-def _level_codes(m: np.ndarray, icm: bool, budget: int) -> np.ndarray:
+def _level_codes(m: np.ndarray, icm: bool, budget: int, index: type | None = None) -> np.ndarray:
     from metrics import _numba
     from metrics.connectivity import IDENTITY_LUT
 
     codes = np.empty_like(m)
-    decode = _numba.level_codes(m, m, IDENTITY_LUT, codes, icm, budget)
+    decode = _numba.level_codes(m, m, IDENTITY_LUT, codes, icm, budget, index)
     return decode[codes]
 
 
@@ -301,6 +301,8 @@ def test_level_codes_on_large_fragmented_maps(kind, icm):
     want = icm_levels(m) if icm else reference_levels(m)
     for budget in (1, 5000, 1 << 23):
         assert np.array_equal(_level_codes(m, icm, budget), want), budget
+    # the int64 indices of images above 2³¹ pixels, on the same map
+    assert np.array_equal(_level_codes(m, icm, 5000, np.int64), want)
 
 
 # --------------------------------------------------------------------------- Grad tiles
