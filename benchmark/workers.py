@@ -92,29 +92,44 @@ def _main_module_hidden() -> Iterator[None]:
             setattr(main, k, v)
 
 
+def _restore_handlers(old: list[tuple[int, object]]) -> None:
+    """Put every handler back, even when a pending signal's handler raises during one of them."""
+    if not old:
+        return
+    (signum, handler), rest = old[0], old[1:]
+    try:
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    finally:
+        _restore_handlers(rest)
+
+
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while workers are spawned, then raise a held one again.
+    """Hold Ctrl-C and SIGTERM while workers are spawned, then deliver them.
 
     One arriving half-way through a spawn would leave a child reading a broken pipe (and
-    printing its traceback). Blocking the signal in this thread is not enough: the run's other
-    threads may receive it, and Python then runs the handler here anyway. So a stand-in handler
-    records it, and the real handlers come back on exit.
+    printing its traceback). The signals are blocked in this thread, which the children
+    inherit until their initializer runs. That is not enough in the main thread: the run's
+    other threads may receive a signal, and Python then runs the handler here anyway. So
+    there a stand-in handler records it; on exit the real handlers come back, and each held
+    signal is raised again (unless it was ignored).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _frame: held.append(signum)) for s in _INTERRUPTS}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    held: list[int] = []
+    old: list[tuple[int, object]] = []
+    if threading.current_thread() is threading.main_thread():
+        old = [(s, signal.signal(s, lambda signum, _frame: held.append(signum))) for s in sorted(_INTERRUPTS)]
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one reaches the stand-in
-        for s, handler in old.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        if held:
-            signal.raise_signal(held[0])
+        try:
+            _restore_handlers(old)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one reaches the real handler
+        ignored = {s for s, handler in old if handler is signal.SIG_IGN}
+        for signum in dict.fromkeys(held):
+            if signum not in ignored:
+                signal.raise_signal(signum)
 
 
 def _warm_up() -> None:

@@ -24,22 +24,28 @@ def _probe() -> int:
 
 
 def private_cache_dir() -> Path | None:
-    """``$TMPDIR/icmbench-numba-<uid>``, created private (0700) and checked to be ours, or None."""
-    uid = os.getuid() if hasattr(os, "getuid") else None
+    """``$TMPDIR/icmbench-numba-<uid>``, created private (0700) and checked to be ours, or None.
+
+    A symlink, a folder of another user or one that others may write is refused: numba loads
+    what it finds there. (Windows has no uid and per-user temp folders: no ownership check.)
+    """
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
     folder = Path(tempfile.gettempdir()) / f"icmbench-numba-{uid if uid is not None else 'user'}"
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
         st = folder.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        if uid is not None and (st.st_uid != uid or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            return None
         tempfile.TemporaryFile(dir=folder).close()
     except OSError:
         return None
-    mine = uid is None or st.st_uid == uid
-    private = stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    return folder if mine and private else None  # never load kernels others could have written
+    return folder
 
 
-def _can_cache() -> bool:
-    """Whether the kernels can be cached on disk, choosing the folder if numba cannot.
+def _can_cache() -> tuple[bool, Path | None]:
+    """Whether the kernels can be cached on disk, and the folder when numba cannot choose one.
 
     numba tries ``$NUMBA_CACHE_DIR``, the package's ``__pycache__`` and the user cache
     (``~/.cache/numba``); when none is writable (a read-only install with a read-only home),
@@ -47,22 +53,24 @@ def _can_cache() -> bool:
     """
     try:
         nb.njit(cache=True)(_probe)
-        return True
+        return True, None
     except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
         pass
     folder = private_cache_dir()
     if folder is None:
-        return False
-    numba.config.CACHE_DIR = str(folder)
+        return False, None
+    numba.config.CACHE_DIR = str(folder)  # restored at the end of this module
     try:
         nb.njit(cache=True)(_probe)
-        return True
+        return True, folder
     except RuntimeError:
-        return False
+        return False, None
 
 
-#: False when no cache folder is writable: every process then compiles the kernels again.
-CACHED = _can_cache()
+_CACHE_DIR_BEFORE = numba.config.CACHE_DIR
+#: CACHED is False when no cache folder is writable: every process then compiles the kernels
+#: again. PRIVATE_CACHE is the private folder used when numba found none of its own.
+CACHED, PRIVATE_CACHE = _can_cache()
 _JIT = {"cache": CACHED, "nogil": True}
 
 
@@ -503,8 +511,9 @@ def level_codes(p, g, lut, m, icm, budget, index=None):
     and wins ties; when it wins, Ω_i is the complement of B_i.
 
     At most ``budget`` runs are held at once: beyond that, levels are re-scanned in batches
-    (a single level may exceed it), so memory stays bounded on adversarial input: 8 bytes per
-    held run, plus 8 per run of the largest level (16 above 2³¹ pixels). The large
+    (a single level may exceed it), so memory stays bounded on adversarial input: 9 bytes per
+    held run, 8 more per run while they are regrouped by level, and 8 per run of the largest
+    level for the union-find (16 above 2³¹ pixels). The large
     buffers come from numpy (huge pages where the kernel offers them: page faults on fresh
     memory would otherwise cost as much as the labelling); the kernels only fill them.
     """
@@ -679,3 +688,7 @@ def conn_row_sums_icm_float(xp, xg, codes, lut, lvals, theta, mask, has_mask):
         out[y, 0] = sw
         out[y, 1] = sm
     return out
+
+
+# Each kernel chose its cache folder when decorated: other libraries' kernels keep numba's own rule.
+numba.config.CACHE_DIR = _CACHE_DIR_BEFORE

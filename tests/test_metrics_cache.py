@@ -62,8 +62,8 @@ a = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
 b = np.full((8, 8), 200, np.uint8)
 t = np.full((8, 8), 128, np.uint8)
 r = metrics.evaluate(a, b, t, backend="numba")
-print(json.dumps({"cached": kernels.CACHED, "cache_dir": numba.config.CACHE_DIR,
-                  "file": kernels.__file__, "scores": r}))
+print(json.dumps({"cached": kernels.CACHED, "private": str(kernels.PRIVATE_CACHE or ""),
+                  "numba_cache_dir": numba.config.CACHE_DIR, "file": kernels.__file__, "scores": r}))
 '''
 
 A = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
@@ -125,7 +125,8 @@ def test_read_only_package_and_user_cache_use_a_private_temp_folder(install):
     root, folders = install
     out, _err = _run(root, folders, [root / "metrics", folders["xdg"]])
     assert out["cached"] is True
-    private = Path(out["cache_dir"])
+    assert out["numba_cache_dir"] == "", "numba's setting must come back for other libraries"
+    private = Path(out["private"])
     assert private.parent == folders["tmp"] and private.name.startswith("icmbench-numba-")
     assert private.stat().st_mode & 0o077 == 0, oct(private.stat().st_mode)
     assert _index_files(private), "no kernel cached in the private folder"
@@ -142,15 +143,27 @@ def test_nothing_writable_still_scores_and_says_why_it_compiles(install):
     assert not _index_files(folders["tmp"]) and not _index_files(folders["xdg"])
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX ownership checks")
 def test_private_folder_of_someone_else_is_refused(tmp_path, monkeypatch):
-    """A group- or world-writable folder under the shared temp dir is never used for kernels."""
+    """A writable-by-others folder, a symlink or another user's folder under the shared temp
+    dir is never used for kernels (numba loads what it finds there)."""
     from metrics import _numba
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    folder = tmp_path / f"icmbench-numba-{uid}"
+    folder = tmp_path / f"icmbench-numba-{os.geteuid()}"
     folder.mkdir(mode=0o777)
     folder.chmod(0o777)
     assert _numba.private_cache_dir() is None
     folder.chmod(0o700)
     assert _numba.private_cache_dir() == folder
+    monkeypatch.setattr(os, "geteuid", lambda: folder.stat().st_uid + 1)  # now it is someone else's
+    other = tmp_path / f"icmbench-numba-{os.geteuid()}"
+    other.mkdir(mode=0o700)
+    assert _numba.private_cache_dir() is None
+    monkeypatch.undo()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    folder.rmdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    folder.symlink_to(target)
+    assert _numba.private_cache_dir() is None

@@ -247,3 +247,36 @@ def test_interrupt_during_worker_spawn_is_held_then_raised():
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_every_held_interrupt_is_delivered_and_handlers_come_back():
+    """SIGINT ignored by the caller and SIGTERM both arrive during the hold: the SIGTERM is not
+    lost behind the ignored SIGINT, and both handlers are the caller's again afterwards."""
+    import threading
+
+    from benchmark.workers import _interrupts_held
+
+    def handler(signum, frame):
+        raise RuntimeError(f"signal {signum}")
+
+    go = threading.Event()
+
+    def other_thread() -> None:
+        go.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        with pytest.raises(RuntimeError, match=f"signal {int(signal.SIGTERM)}"), _interrupts_held():
+            go.set()
+            t.join()
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
