@@ -148,7 +148,7 @@ def test_ctrl_c_prints_one_line_and_resumes(dataset, reference, tmp_path):
     children = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group gets it
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert [line for line in err.splitlines() if "interrupted" in line] == [err.strip().splitlines()[-1]]
     assert not wait_until_gone(proc.pid) and not [p for p in children if alive(p)]
