@@ -21,10 +21,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.datasets.common import DatasetError
+from benchmark.interrupts import RunInterrupted
 from benchmark.registry import UnknownNameError
 from benchmark.run_lock import RunLockedError
 from benchmark.rundir import RunDir, RunDirError
-from benchmark.runner import RunConfigError, RunInterrupted, Runner, RunStats, WorkerDied
+from benchmark.runner import RunConfigError, Runner, RunStats, WorkerDied
 
 log = logging.getLogger("benchmark")
 EXIT_ERROR_ROWS, EXIT_CONFIG, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 3, 130, 143

@@ -18,11 +18,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -33,6 +31,7 @@ import numpy as np
 
 from benchmark.datasets import absolute_paths, load_dataset
 from benchmark.episodes import episode_seed, plan_episodes, shard_groups
+from benchmark.interrupts import interrupts_as_exceptions, raise_pending
 from benchmark.io import quantize_alpha, write_png
 from benchmark.progress import progress_bar
 from benchmark.prompts import PromptError, load_prompt, make_prompt, save_prompt
@@ -54,10 +53,6 @@ ON_ERROR = ("continue", "raise", "ignore")
 
 class RunConfigError(RuntimeError):
     """The run folder belongs to another configuration, or a setting is invalid."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """The run received SIGTERM (handled like Ctrl-C: finished episodes are kept)."""
 
 
 class _Incomplete(Exception):
@@ -238,7 +233,7 @@ class Runner:
         A refused run (another identity, changed weights, an invalid setting, a method that cannot be
         built) raises :class:`RunConfigError` before anything in the folder changes."""
         t_start = time.perf_counter()
-        with self.rd.lock(), _sigterm_as_interrupt(), contextlib.ExitStack() as logs:
+        with self.rd.lock(), interrupts_as_exceptions(), contextlib.ExitStack() as logs:
             self._logs = logs
             dataset = load_dataset(self.dataset_name, **self.dataset_params)
             identity = self.identity(dataset)
@@ -316,12 +311,15 @@ class Runner:
         flights: deque[_Flight] = deque()
         try:
             for i, item in enumerate(work):
+                raise_pending()
                 self._prefetch(cache, dataset, work[i:i + 2])
                 flights.append(self._run_episode(dataset, item, method, cache, pool))
                 while flights and (flights[0].done() or len(flights) > 2 * n):
                     self._finish(flights.popleft())
             while flights:
+                raise_pending()
                 self._finish(flights.popleft())
+            raise_pending()
         except BaseException:
             self._keep_finished(flights)  # before the pool shuts down and cancels the rest
             raise
@@ -593,25 +591,6 @@ def _check_prediction(pred: Any, view: SampleView) -> np.ndarray:
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"prediction for '{sid}' lies in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
     return quantize_alpha(arr)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`RunInterrupted` (finished episodes are kept, workers stop), unless
-    someone else handles SIGTERM already or this is not the main thread."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise RunInterrupted("SIGTERM")
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _NullProgress:

@@ -280,3 +280,34 @@ def test_every_held_interrupt_is_delivered_and_handlers_come_back():
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_swallowed_by_a_finalizer_is_raised_again(sig, capsys):
+    """A signal handled while ``__del__`` runs raises inside it, and Python only prints
+    "Exception ignored": without the record the run would go on and exit 0."""
+    from benchmark.interrupts import RunInterrupted, interrupts_as_exceptions, raise_pending
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # bytecode: the handler runs here, inside the finalizer
+                pass
+
+    expected = RunInterrupted if sig == signal.SIGTERM else KeyboardInterrupt
+    # the defaults a run starts with (an earlier test, e.g. Ray's, may have left its own handler)
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler),
+                                              (signal.SIGTERM, signal.SIG_DFL))}
+    try:
+        with interrupts_as_exceptions():
+            obj = Finalized()
+            del obj  # swallowed: no exception here
+            with pytest.raises(expected):
+                raise_pending()
+        assert "Exception ignored" not in capsys.readouterr().err
+        raise_pending()  # nothing left once the run is over
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
