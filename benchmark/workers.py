@@ -25,6 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
+from benchmark.interrupts import INTERRUPTS, interrupts_held
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,13 +62,12 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _init_worker(parent: int) -> None:
     """Runs first in every worker: ignore SIGINT, die with the parent, no compile notice."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)  # blocked while the pool started it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # blocked while the pool started it
     os.environ["ICMBENCH_COMPILE_NOTICE"] = "0"  # the main process printed it once already
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -90,46 +91,6 @@ def _main_module_hidden() -> Iterator[None]:
     finally:
         for k, v in saved.items():
             setattr(main, k, v)
-
-
-def _restore_handlers(old: list[tuple[int, object]]) -> None:
-    """Put every handler back, even when a pending signal's handler raises during one of them."""
-    if not old:
-        return
-    (signum, handler), rest = old[0], old[1:]
-    try:
-        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-    finally:
-        _restore_handlers(rest)
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while workers are spawned, then deliver them.
-
-    One arriving half-way through a spawn would leave a child reading a broken pipe (and
-    printing its traceback). The signals are blocked in this thread, which the children
-    inherit until their initializer runs. That is not enough in the main thread: the run's
-    other threads may receive a signal, and Python then runs the handler here anyway. So
-    there a stand-in handler records it; on exit the real handlers come back, and each held
-    signal is raised again (unless it was ignored).
-    """
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
-    held: list[int] = []
-    old: list[tuple[int, object]] = []
-    if threading.current_thread() is threading.main_thread():
-        old = [(s, signal.signal(s, lambda signum, _frame: held.append(signum))) for s in sorted(_INTERRUPTS)]
-    try:
-        yield
-    finally:
-        try:
-            _restore_handlers(old)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one reaches the real handler
-        ignored = {s for s, handler in old if handler is signal.SIG_IGN}
-        for signum in dict.fromkeys(held):
-            if signum not in ignored:
-                signal.raise_signal(signum)
 
 
 def _warm_up() -> None:
@@ -166,7 +127,7 @@ class ScoringPool:
         if self.n <= 1:
             return None
         try:
-            with _interrupts_held():  # an interrupt waits until every worker has started
+            with interrupts_held():  # an interrupt waits until every worker has started
                 cls = _Executor if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
                 self.pool = cls(self.n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                 initargs=(os.getpid(),))

@@ -220,7 +220,7 @@ def test_interrupt_during_worker_spawn_is_held_then_raised():
     (Python runs handlers in the main thread, whatever thread the signal reached)."""
     import threading
 
-    from benchmark.workers import _interrupts_held
+    from benchmark.interrupts import interrupts_held
 
     seen: list[str] = []
 
@@ -237,7 +237,7 @@ def test_interrupt_during_worker_spawn_is_held_then_raised():
     t = threading.Thread(target=other_thread)
     t.start()
     try:
-        with pytest.raises(RuntimeError, match="interrupted"), _interrupts_held():
+        with pytest.raises(RuntimeError, match="interrupted"), interrupts_held():
             go.set()
             t.join()
             for _ in range(200):  # bytecode boundaries where a handler would run
@@ -254,7 +254,7 @@ def test_every_held_interrupt_is_delivered_and_handlers_come_back():
     lost behind the ignored SIGINT, and both handlers are the caller's again afterwards."""
     import threading
 
-    from benchmark.workers import _interrupts_held
+    from benchmark.interrupts import interrupts_held
 
     def handler(signum, frame):
         raise RuntimeError(f"signal {signum}")
@@ -271,7 +271,7 @@ def test_every_held_interrupt_is_delivered_and_handlers_come_back():
     t = threading.Thread(target=other_thread)
     t.start()
     try:
-        with pytest.raises(RuntimeError, match=f"signal {int(signal.SIGTERM)}"), _interrupts_held():
+        with pytest.raises(RuntimeError, match=f"signal {int(signal.SIGTERM)}"), interrupts_held():
             go.set()
             t.join()
             time.sleep(0.05)
