@@ -33,9 +33,15 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
             "runner.workers=2", "runner.progress=off", f"hydra.run.dir={out}", *extra]
 
 
+def _sigint_default() -> None:
+    """A shell's background job (``cmd &``, as CI or a script may start pytest) ignores SIGINT,
+    and a child inherits that: the run would rightly ignore Ctrl-C. The tests want a terminal's run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(command(data, out, *extra), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_sigint_default)
 
 
 def finish(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
